@@ -55,6 +55,11 @@ class ModelConfig:
     checkpoint: str | None = None  # official EEGPT .ckpt or plain encoder state dict
     encoder_seed: int = 0  # deterministic random weights when no checkpoint is given
     feature_cache: bool = True  # precompute frozen features when no adapter is used
+    # Factor from the cached windows' microvolts to the encoder's input unit; None -> the
+    # size's default (large: 1e-3, as the released weights expect millivolts; small: 1.0).
+    input_scale: float | None = None
+    # Lightning .ckpt files are pickles: allow torch.load(weights_only=False) for this file.
+    trusted_checkpoint: bool = False
 
 
 @dataclass
@@ -218,14 +223,22 @@ class RunConfig:
         _check(t.epochs >= 1, "train.epochs", t.epochs, "an integer >= 1")
         _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "an integer >= 1")
         _check(t.accum_steps >= 1, "train.accum_steps", t.accum_steps, "an integer >= 1")
-        _check(t.checkpoint_every_steps >= 0, "train.checkpoint_every_steps",
-               t.checkpoint_every_steps, "an integer >= 0")
+        _check(
+            t.checkpoint_every_steps >= 0,
+            "train.checkpoint_every_steps",
+            t.checkpoint_every_steps,
+            "an integer >= 0",
+        )
         _check(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, ">= 1")
         _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "a number >= 0")
         _check(0 <= o.beta1 < 1, "optim.beta1", o.beta1, "a number in [0, 1)")
         _check(0 <= o.beta2 < 1, "optim.beta2", o.beta2, "a number in [0, 1)")
-        _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", o.grad_clip,
-               "null or a number > 0")
+        _check(
+            o.grad_clip is None or o.grad_clip > 0,
+            "optim.grad_clip",
+            o.grad_clip,
+            "null or a number > 0",
+        )
         _check(0 <= p.dropout < 1, "probe.dropout", p.dropout, "a number in [0, 1)")
         _check(p.hidden >= 1, "probe.hidden", p.hidden, "an integer >= 1")
         _check(d.sfreq > 0, "data.sfreq", d.sfreq, "a number > 0")
@@ -235,8 +248,12 @@ class RunConfig:
         _check(0 <= d.l_freq < d.h_freq, "data.l_freq", d.l_freq, "0 <= l_freq < h_freq")
         _check(0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "a number in (0, 1)")
         _check(len(d.channels) >= 1, "data.channels", d.channels, "at least one channel name")
-        _check(d.synthetic_subjects >= 4, "data.synthetic_subjects", d.synthetic_subjects,
-               "an integer >= 4")
+        _check(
+            d.synthetic_subjects >= 4,
+            "data.synthetic_subjects",
+            d.synthetic_subjects,
+            "an integer >= 4",
+        )
 
     def validate_for_batches(self, batches_per_epoch: int) -> None:
         """Checks that need the number of batches: the schedule must have a warm-up step."""
@@ -258,7 +275,7 @@ class RunConfig:
     # ---- identity ------------------------------------------------------------------
     def outcome_fields(self) -> dict[str, Any]:
         """Flat {section.field: value} of every field that changes what a run computes."""
-        return {k: v for k, v in flatten(self.to_dict()).items() if k not in NON_OUTCOME_FIELDS}
+        return outcome_fields_of(self.to_dict())
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.outcome_fields(), sort_keys=True, default=str)
@@ -272,6 +289,10 @@ class RunConfig:
 
 
 _MISSING = object()
+
+
+def outcome_fields_of(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {k: v for k, v in flatten(nested).items() if k not in NON_OUTCOME_FIELDS}
 
 
 def flatten(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -321,7 +342,9 @@ def _build_section(cls: type, values: dict[str, Any], where: str) -> Any:
         for u in unknown:
             close = difflib.get_close_matches(str(u), sorted(names), n=1)
             hints_txt.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(hints_txt)}; allowed: {sorted(names)}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(hints_txt)}; allowed: {sorted(names)}"
+        )
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
 
@@ -359,7 +382,11 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
                 value = float(value)  # YAML reads "3e-4" as a string
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise ConfigError(f"{name}={value!r} is not allowed: expected a finite number")
         return float(value)
     if hint is str:

@@ -1,0 +1,114 @@
+"""Trainer checkpoints on disk: atomic writes, safe loads, RNG state, naming by global_step."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_FORMAT = "tune-eegpt/probe-trainer/v1"
+_NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used: unreadable, truncated, or made for another run."""
+
+
+def checkpoint_name(global_step: int) -> str:
+    return f"step-{global_step:09d}.pt"
+
+
+def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
+    a reader sees the old file or the complete new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Loads a trainer checkpoint with ``weights_only=True`` (no pickled code is run)."""
+    path = Path(path)
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if not found:
+            raise CheckpointError(f"{path}: no trainer checkpoint (step-*.pt) in this folder")
+        path = found[-1]
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError variously
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(exc).__name__}: {exc}). It is "
+            "truncated or not a tune-eegpt trainer checkpoint; resume from an earlier one."
+        ) from exc
+    found = state.get("format") if isinstance(state, dict) else type(state).__name__
+    if found != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a tune-eegpt trainer checkpoint "
+            f"(expected format '{CHECKPOINT_FORMAT}', found {found!r})"
+        )
+    return state
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """Trainer checkpoints in ``folder``, oldest global_step first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def prune_checkpoints(folder: str | Path, keep: int) -> None:
+    for old in list_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values, so that weights_only loading accepts them."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

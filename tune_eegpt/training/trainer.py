@@ -1,0 +1,404 @@
+"""ProbeTrainer: a linear probe trained on a frozen encoder with a per-step OneCycle schedule.
+
+Plain PyTorch; it runs the same inside a Ray Tune trial or on its own. The heart of it is
+``_optimizer_step``: optimizer step, scheduler step and ``global_step += 1`` sit together,
+and the scheduler never moves anywhere else.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of
+from tune_eegpt.training.batches import BatchSource
+from tune_eegpt.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    capture_rng_state,
+    checkpoint_name,
+    load_checkpoint_file,
+    prune_checkpoints,
+    restore_rng_state,
+    save_atomic,
+)
+from tune_eegpt.training.metrics import binary_metrics, recording_level
+from tune_eegpt.training.schedule import build_onecycle, schedule_length
+
+_AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device='cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def epoch_permutation(sampler_seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training rows in ``epoch``: a function of (seed, epoch) only."""
+    generator = torch.Generator().manual_seed(sampler_seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).numpy()
+
+
+class ProbeTrainer:
+    """Trains ``head`` (and ``adapter``, if given) on a frozen ``encoder`` (or, with no
+    encoder, on precomputed features). ``train_data``/``val_data`` are BatchSources."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        head: nn.Module,
+        train_data: BatchSource,
+        val_data: BatchSource | None = None,
+        encoder: nn.Module | None = None,
+        adapter: nn.Module | None = None,
+        log_dir: str | Path | None = None,
+    ) -> None:
+        self.cfg = cfg
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        if t.threads is not None:
+            torch.set_num_threads(t.threads)
+        self.train_data, self.val_data = train_data, val_data
+
+        self.head = head.to(self.device)
+        self.adapter = adapter.to(self.device) if adapter is not None else None
+        self.encoder = encoder
+        if encoder is not None:
+            encoder.to(self.device).eval()  # eval for the whole run: no dropout, fixed norms
+            encoder.requires_grad_(False)
+        params = [p for m in (self.head, self.adapter) if m is not None for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(
+            params,
+            lr=cfg.schedule.max_lr,
+            betas=(cfg.optim.beta1, cfg.optim.beta2),
+            eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
+        )
+
+        self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
+        cfg.validate_for_batches(self.batches_per_epoch)
+        self.steps_per_epoch, self.total_steps = schedule_length(
+            self.batches_per_epoch, t.accum_steps, t.epochs
+        )
+        self.scheduler = build_onecycle(self.optimizer, cfg.schedule, self.total_steps)
+        self._stepped = False
+        self.optimizer.register_step_post_hook(lambda *_: setattr(self, "_stepped", True))
+        self.autocast_dtype = _AUTOCAST_DTYPE.get(t.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
+
+        self.global_step = 0  # optimizer steps taken since the start of the run
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
+        self.samples_seen = 0
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0  # over this epoch's steps
+        self.sampler_seed = t.seed
+        self.best_val_auroc = float("-inf")
+        self.diverged = False
+        self.step_log: list[dict[str, float]] = []  # this process's per-step records
+
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self._writer = None
+        self._csv = None
+
+    # ---- training --------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.cfg.train.epochs or self.diverged
+
+    def train_epoch(
+        self, stop_at_step: int | None = None, on_step: Callable[[ProbeTrainer], None] | None = None
+    ) -> dict[str, float]:
+        """Runs the rest of the current epoch (or up to ``stop_at_step`` optimizer steps),
+        then validates. Returns this epoch's metrics; after a stop mid-epoch, the metrics
+        of the steps done so far and no validation."""
+        if self.finished:
+            raise RuntimeError("training has already finished: nothing left to train")
+        t = self.cfg.train
+        n = len(self.train_data)
+        order = epoch_permutation(self.sampler_seed, self.epoch, n)
+        self._set_train_mode(True)
+        window_loss = torch.zeros((), device=self.device)
+        b = self.batch_in_epoch
+        while b < self.batches_per_epoch:
+            window_start = (b // t.accum_steps) * t.accum_steps
+            window_end = min(window_start + t.accum_steps, self.batches_per_epoch)
+            # The loss is a mean over the samples of the whole accumulation window, so a
+            # short last window weighs each of its samples like a full one.
+            window_samples = min(window_end * t.batch_size, n) - window_start * t.batch_size
+            x, y = self.train_data.get_batch(order[b * t.batch_size : (b + 1) * t.batch_size])
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
+                logits = self.forward(x)
+            loss = (
+                nn.functional.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
+                / window_samples
+            )
+            self._backward(loss)
+            window_loss += loss.detach()
+            self.samples_seen += len(y)
+            b += 1
+            self.batch_in_epoch = b
+            if b == window_end:
+                step_loss = window_loss.item()  # a sync point, once per optimizer step
+                window_loss.zero_()
+                if not math.isfinite(step_loss):
+                    self.diverged = True
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._close_logs()
+                    raise Diverged(
+                        f"training loss is {step_loss} at global_step {self.global_step} "
+                        f"(max_lr={self.cfg.schedule.max_lr})"
+                    )
+                if self._optimizer_step(step_loss):
+                    self.epoch_loss_sum += step_loss
+                    self.epoch_loss_steps += 1
+                    if on_step is not None:
+                        on_step(self)
+                    every = t.checkpoint_every_steps
+                    if every and self.global_step % every == 0 and self.log_dir is not None:
+                        self.save_checkpoint(self.log_dir / "checkpoints")
+                    if stop_at_step is not None and self.global_step >= stop_at_step:
+                        break
+        metrics = {
+            "epoch": float(self.epoch + (b / self.batches_per_epoch)),
+            "global_step": float(self.global_step),
+            "samples_seen": float(self.samples_seen),
+            # the LR the epoch's last optimizer step used (after the very last step the
+            # optimizer holds an unused value one past the end of the schedule)
+            "lr": float(self.step_log[-1]["lr"] if self.step_log else self._current_lr()),
+            "train_loss": self.epoch_loss_sum / max(self.epoch_loss_steps, 1),
+        }
+        if b < self.batches_per_epoch:
+            return metrics
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
+        metrics["epoch"] = float(self.epoch)
+        if self.val_data is not None:
+            val = self.evaluate(self.val_data, prefix="val_")
+            self.best_val_auroc = max(self.best_val_auroc, _nan_to_neg_inf(val["val_auroc"]))
+            val["best_val_auroc"] = self.best_val_auroc
+            metrics.update(val)
+            self._log_scalars(val, "val/")
+        return metrics
+
+    def _current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.adapter is not None:
+            x = self.adapter(x)
+        if self.encoder is not None:
+            if self.adapter is None:
+                with torch.no_grad():  # nothing trainable in front: no graph through it
+                    x = self.encoder(x)
+            else:
+                x = self.encoder(x)  # (B, N, 4, D); gradients flow back to the adapter
+        return self.head(x)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _optimizer_step(self, loss: float) -> bool:
+        """One optimizer step; returns False when fp16's GradScaler skipped it."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        lr = self._current_lr()  # the LR this step uses
+        self._stepped = False  # set by the optimizer's post-step hook
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips optimizer.step() on inf/nan gradients
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self._stepped:
+            return False  # neither the schedule nor global_step moves for a skipped step
+        self.scheduler.step()
+        self.global_step += 1
+        self._log_step(self.global_step - 1, lr, loss, float(grad_norm))
+        return True
+
+    @torch.no_grad()
+    def predict(
+        self, data: BatchSource, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, probabilities) for every row of ``data``, in order."""
+        self._set_train_mode(False)
+        bs = batch_size or max(self.cfg.train.batch_size, 256)
+        ys, ps = [], []
+        for start in range(0, len(data), bs):
+            x, y = data.get_batch(np.arange(start, min(start + bs, len(data))))
+            with torch.autocast(
+                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+            ):
+                logits = self.forward(x.to(self.device))
+            ps.append(torch.sigmoid(logits.float()).cpu().numpy())
+            ys.append(y.numpy())
+        self._set_train_mode(True)
+        return np.concatenate(ys), np.concatenate(ps)
+
+    def evaluate(self, data: BatchSource, prefix: str = "val_") -> dict[str, float]:
+        """Window-level metrics, and recording-level ones when the data has recording ids."""
+        y, p = self.predict(data)
+        metrics = binary_metrics(y, p, prefix)
+        recordings = getattr(data, "recording_ids", None)
+        if recordings is not None:
+            _, ry, rp = recording_level(y, p, np.asarray(recordings))
+            metrics.update(binary_metrics(ry, rp, f"{prefix}rec_"))
+        return metrics
+
+    def _set_train_mode(self, training: bool) -> None:
+        self.head.train(training)
+        if self.adapter is not None:
+            self.adapter.train(training)
+        # the encoder stays in eval mode whatever the phase
+
+    # ---- state -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this run is (at a step boundary)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "samples_seen": self.samples_seen,
+            "epoch_loss_sum": self.epoch_loss_sum,
+            "epoch_loss_steps": self.epoch_loss_steps,
+            "sampler_seed": self.sampler_seed,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "best_val_auroc": self.best_val_auroc,
+            "head": self.head.state_dict(),
+            "adapter": self.adapter.state_dict() if self.adapter is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng_state(),
+            "config": self.cfg.to_dict(),
+            "config_fingerprint": self.cfg.fingerprint(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restores a state. The optimizer and scheduler were built fresh (``last_epoch=-1``)
+        in ``__init__``; their states are loaded afterwards, optimizer first."""
+        if state.get("config_fingerprint") != self.cfg.fingerprint():
+            theirs = outcome_fields_of(state.get("config", {}))
+            mine = self.cfg.outcome_fields()
+            details = ", ".join(
+                f"{k} (checkpoint {theirs.get(k)!r}, now {mine.get(k)!r})"
+                for k in self.cfg.outcome_differences(theirs)
+            )
+            raise CheckpointError(
+                f"{source} was made under a different config; differing fields: {details}"
+            )
+        if state["total_steps"] != self.total_steps:
+            raise CheckpointError(
+                f"{source}: total_steps {state['total_steps']} != {self.total_steps} for this "
+                "data; the schedule would not continue where it stopped"
+            )
+        self.head.load_state_dict(state["head"])
+        if self.adapter is not None:
+            self.adapter.load_state_dict(state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
+        self.epoch = state["epoch"]
+        self.batch_in_epoch = state["batch_in_epoch"]
+        self.samples_seen = state["samples_seen"]
+        self.epoch_loss_sum = state["epoch_loss_sum"]
+        self.epoch_loss_steps = state["epoch_loss_steps"]
+        self.sampler_seed = state["sampler_seed"]
+        self.best_val_auroc = state["best_val_auroc"]
+        restore_rng_state(state["rng"])
+
+    def save_checkpoint(self, folder: str | Path) -> Path:
+        path = save_atomic(self.state_dict(), Path(folder) / checkpoint_name(self.global_step))
+        prune_checkpoints(folder, self.cfg.train.keep_checkpoints)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint_file(path), source=str(path))
+
+    # ---- logging ---------------------------------------------------------------------
+    def _log_step(self, step: int, lr: float, loss: float, grad_norm: float) -> None:
+        record = {
+            "global_step": step,
+            "epoch": self.epoch,
+            "lr": lr,
+            "loss": loss,
+            "grad_norm": grad_norm,
+        }
+        self.step_log.append(record)
+        if self.log_dir is None or step % self.cfg.log.log_every_steps:
+            return
+        self._open_logs()
+        self._csv[1].writerow(record)
+        if self._writer is not None:
+            self._writer.add_scalar("train/lr", lr, step)
+            self._writer.add_scalar("train/loss", loss, step)
+            self._writer.add_scalar("train/grad_norm", grad_norm, step)
+
+    def _log_scalars(self, values: dict[str, float], prefix: str) -> None:
+        if self.log_dir is None:
+            return
+        self._open_logs()
+        if self._writer is not None:
+            for k, v in values.items():
+                self._writer.add_scalar(prefix + k.removeprefix("val_"), v, self.global_step)
+            self._writer.flush()
+        self._csv[0].flush()
+
+    def _open_logs(self) -> None:
+        if self._csv is not None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        path = self.log_dir / "steps.csv"
+        new = not path.exists()
+        fh = path.open("a", newline="")
+        writer = csv.DictWriter(fh, ["global_step", "epoch", "lr", "loss", "grad_norm"])
+        if new:
+            writer.writeheader()
+        self._csv = (fh, writer)
+        if self.cfg.log.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir / "tensorboard"))
+
+    def _close_logs(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._csv is not None:
+            self._csv[0].close()
+            self._csv = None
+
+    def close(self) -> None:
+        self._close_logs()
+
+
+def _nan_to_neg_inf(x: float) -> float:
+    return x if math.isfinite(x) else float("-inf")
