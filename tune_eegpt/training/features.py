@@ -1,0 +1,240 @@
+"""Frozen-feature cache: the encoder's outputs for every window, computed once.
+
+With nothing trainable in front of the encoder (no channel adapter), a trial needs
+only the encoder's outputs, never its weights: ``build_feature_cache`` runs the encoder
+once over a split of windows and writes an Arrow IPC file; every trial process then
+opens it with ``FeatureBatches.open`` (memory-mapped, so the processes on a node share
+one copy through the page cache) and trains the head on it.
+
+File: one row per window, columns ``features`` (fixed-size list of N*S*D float16 or
+float32, the row-major flattening of (N, S, D)), ``label`` (float32) and, when the
+windows have them, ``recording_id``; the shape and identity are in the schema
+metadata. Name: ``features-<window key>-enc<encoder hash>-<dtype>.arrow``, so a new
+encoder (weights, channels or input scale) or new windows never reuse a stale file.
+
+Size per hour of EEG (4 s windows, no overlap: 900 windows/hour; N=16, S=4; float16):
+    large (D=512): 16*4*512*2 B = 64 KiB/window -> 59.0 MB/hour (TUAB train, ~1,038 h:
+                   ~61 GB; about 1.7x the float16 window cache of 19x1024 samples)
+    small (D=64):  16*4*64*2 B  =  8 KiB/window ->  7.4 MB/hour (TUAB train: ~7.7 GB)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tune_eegpt.training.batches import BatchSource
+
+SCHEMA_VERSION = 1
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+$")
+_NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def encoder_weights_hash(module: nn.Module) -> str:
+    """SHA-256 of a module's architecture (its repr, which for the encoder includes the
+    channels and input scale) and of every parameter and buffer, bit for bit."""
+    digest = hashlib.sha256(repr(module).encode())
+    tensors = list(module.named_parameters()) + list(module.named_buffers())
+    for name, tensor in sorted(tensors, key=lambda item: item[0]):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_cache_path(out_dir: str | Path, encoder_hash: str, key: str, dtype: str) -> Path:
+    if not _SAFE_KEY.match(key):
+        raise ValueError(f"window-cache key {key!r} may only hold letters, digits, '.', '_', '-'")
+    return Path(out_dir).expanduser() / f"features-{key}-enc{encoder_hash[:16]}-{dtype}.arrow"
+
+
+def build_feature_cache(
+    encoder: nn.Module,
+    windows: BatchSource,
+    out_dir: str | Path,
+    key: str,
+    *,
+    batch_size: int = 256,
+    dtype: Literal["float16", "float32"] = "float16",
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Path of the feature file for ``encoder`` on ``windows`` (cache key ``key``),
+    computed now unless a finished file is already there.
+
+    The encoder runs on ``device`` in eval mode under ``torch.inference_mode`` (bf16
+    autocast on CUDA) and is left as it was found; the file is written to a temporary
+    name and renamed, so a reader never sees half of it.
+    """
+    if dtype not in _NUMPY_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_NUMPY_DTYPES)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    n_rows = len(windows)
+    if n_rows == 0:
+        raise ValueError("no windows to compute features for")
+    encoder_hash = encoder_weights_hash(encoder)
+    path = feature_cache_path(out_dir, encoder_hash, key, dtype)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    was_training = encoder.training
+    home = next(encoder.parameters(), torch.empty(0)).device
+    encoder.eval().to(device)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        batches = _encode(encoder, windows, batch_size, device, _NUMPY_DTYPES[dtype])
+        first = next(batches)  # its shape fixes the schema; written first below
+        schema = _schema(
+            first[0].shape[1:], encoder_hash, key, dtype, n_rows, _recording_ids(windows)
+        )
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            with tqdm(
+                total=n_rows, desc=f"features {key}", unit="win", disable=not progress
+            ) as bar:
+                for feats, labels, ids in itertools.chain([first], batches):
+                    writer.write_batch(_record_batch(schema, feats, labels, ids))
+                    bar.update(len(feats))
+        os.replace(tmp, path)
+    finally:
+        encoder.train(was_training).to(home)  # as the caller left it
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def _encode(
+    encoder: nn.Module, windows: BatchSource, batch_size: int, device: torch.device, dtype: type
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    ids = _recording_ids(windows)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+    for start in range(0, len(windows), batch_size):
+        index = np.arange(start, min(start + batch_size, len(windows)))
+        x, y = windows.get_batch(index)
+        with torch.inference_mode(), autocast:
+            z = encoder(x.to(device, non_blocking=True))  # (B, N, S, D)
+        feats = z.float().cpu().numpy().astype(dtype, copy=False)
+        yield feats, y.float().numpy(), (None if ids is None else ids[index])
+
+
+def _recording_ids(windows: BatchSource) -> np.ndarray | None:
+    ids = getattr(windows, "recording_ids", None)
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if len(ids) != len(windows):
+        raise ValueError(f"recording_ids has {len(ids)} entries for {len(windows)} windows")
+    return ids
+
+
+def _schema(
+    feature_shape: tuple[int, ...],
+    encoder_hash: str,
+    key: str,
+    dtype: str,
+    n_rows: int,
+    ids: np.ndarray | None,
+) -> pa.Schema:
+    value_type = pa.float16() if dtype == "float16" else pa.float32()
+    fields = [
+        pa.field("features", pa.list_(value_type, int(np.prod(feature_shape)))),
+        pa.field("label", pa.float32()),
+    ]
+    if ids is not None:
+        fields.append(pa.field("recording_id", pa.array(ids[:1]).type))
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "feature_shape": list(map(int, feature_shape)),
+        "encoder_hash": encoder_hash,
+        "window_key": key,
+        "dtype": dtype,
+        "rows": n_rows,
+    }
+    return pa.schema(fields, metadata={"tune_eegpt": json.dumps(meta)})
+
+
+def _record_batch(
+    schema: pa.Schema, feats: np.ndarray, labels: np.ndarray, ids: np.ndarray | None
+) -> pa.RecordBatch:
+    flat = pa.array(np.ascontiguousarray(feats).reshape(-1))
+    columns = [
+        pa.FixedSizeListArray.from_arrays(flat, int(np.prod(feats.shape[1:]))),
+        pa.array(labels, type=pa.float32()),
+    ]
+    if ids is not None:
+        columns.append(pa.array(ids, type=schema.field("recording_id").type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+class FeatureBatches:
+    """A feature file as a BatchSource: ``get_batch`` -> (float32 (B, N, S, D), labels)."""
+
+    def __init__(self, path: Path, table: pa.Table, meta: dict) -> None:
+        self.path = path
+        self.meta = meta
+        self.feature_shape: tuple[int, ...] = tuple(meta["feature_shape"])
+        self.encoder_hash: str = meta["encoder_hash"]
+        self.window_key: str = meta["window_key"]
+        width = int(np.prod(self.feature_shape))
+        # One zero-copy numpy view per record batch (chunk) of the memory-mapped file.
+        self._chunks = [
+            chunk.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
+            for chunk in table.column("features").chunks
+        ]
+        self._starts = np.cumsum([0] + [len(c) for c in self._chunks])
+        self.labels = torch.from_numpy(table.column("label").to_numpy().astype(np.float32))
+        self.recording_ids = (
+            table.column("recording_id").to_numpy()
+            if "recording_id" in table.column_names
+            else None
+        )
+
+    @classmethod
+    def open(cls, path: str | Path) -> FeatureBatches:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"feature cache not found: {path}")
+        try:
+            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+            meta = json.loads(table.schema.metadata[b"tune_eegpt"])
+        except (pa.ArrowInvalid, KeyError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable tune-eegpt feature cache ({exc})") from exc
+        if meta.get("schema_version") != SCHEMA_VERSION or table.num_rows != meta.get("rows"):
+            raise ValueError(
+                f"{path}: feature cache of schema {meta.get('schema_version')} with "
+                f"{table.num_rows} of {meta.get('rows')} rows; expected schema "
+                f"{SCHEMA_VERSION}, complete. Delete it to have it rebuilt."
+            )
+        return cls(path, table, meta)
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def get_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), self._chunks[0].shape[1]), dtype=np.float32)
+        chunk_of = np.searchsorted(self._starts, indices, side="right") - 1
+        for c in np.unique(chunk_of):
+            rows = chunk_of == c
+            out[rows] = self._chunks[c][indices[rows] - self._starts[c]]
+        x = torch.from_numpy(out).reshape(len(indices), *self.feature_shape)
+        return x, self.labels[torch.from_numpy(indices)]
