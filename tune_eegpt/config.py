@@ -47,6 +47,7 @@ class DataConfig:
     split_seed: int = 0
     synthetic_subjects: int = 60
     synthetic_seed: int = 0
+    synthetic_effect: float = 2.25  # class-effect strength of the synthetic corpus (calibrated)
 
 
 @dataclass
@@ -131,6 +132,7 @@ NON_OUTCOME_FIELDS = frozenset(
     {
         "data.cache_dir",
         "data.data_root",  # the data's identity enters through the cache key instead
+        "model.trusted_checkpoint",  # how the file may be read, not what it holds
         "train.device",
         "train.threads",
         "train.checkpoint_every_steps",

@@ -42,3 +42,19 @@ class TensorBatches:
     def get_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return self.x[idx].float(), self.y[idx]
+
+
+class RowSubset:
+    """The rows ``rows`` of another BatchSource, renumbered from 0 (a split of a cache)."""
+
+    def __init__(self, source: BatchSource, rows: np.ndarray) -> None:
+        self.source = source
+        self.rows = np.asarray(rows, dtype=np.int64)
+        ids = getattr(source, "recording_ids", None)
+        self.recording_ids = None if ids is None else np.asarray(ids)[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.source.get_batch(self.rows[np.asarray(indices, dtype=np.int64)])

@@ -1,0 +1,96 @@
+"""ProbeTrainable: one Tune trial = one ProbeTrainer run; one ``step`` = one epoch.
+
+A thin class Trainable: everything it does is delegated to the trainer, which exists
+without Ray. Trial configs hold only the searched and fixed hyperparameters (bare
+run-config field names); the base run config and the prepared cache paths are bound
+once with ``tune.with_parameters``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from tune_eegpt.config import RunConfig
+from tune_eegpt.pipeline import PreparedData, build_trainer, prepare_data
+from tune_eegpt.training.trainer import Diverged
+
+# Reported when a trial diverged: a diverged probe carries no information (chance level).
+DIVERGED_AUROC = 0.5
+
+
+def trial_run_config(base_config: dict[str, Any], trial_config: dict[str, Any]) -> RunConfig:
+    """The run config of one trial: the base with the trial's values put in."""
+    return RunConfig.from_dict(base_config, source="base config").with_overrides(
+        trial_config, source="trial config"
+    )
+
+
+class ProbeTrainable(tune.Trainable):
+    def setup(
+        self,
+        config: dict[str, Any],
+        base_config: dict[str, Any],
+        prepared: dict[str, Any],
+        fault_injection: dict[str, Any] | None = None,
+    ) -> None:
+        self.base_config = base_config
+        self.prepared = PreparedData(**prepared)
+        # Test-only: {"marker": path, "epoch": k} makes the trial crash once at epoch k.
+        self.fault_injection = fault_injection
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        cfg = trial_run_config(self.base_config, config)
+        if not self.prepared.exists():  # a node that has not decoded the data yet
+            self.prepared = prepare_data(cfg, progress=False)
+        self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
+
+    def step(self) -> dict[str, Any]:
+        self._maybe_crash()
+        try:
+            metrics = self.trainer.train_epoch()
+        except Diverged as exc:
+            return {
+                "epoch": float(self.trainer.epoch + 1),
+                "global_step": float(self.trainer.global_step),
+                "val_auroc": DIVERGED_AUROC,
+                "best_val_auroc": max(self.trainer.best_val_auroc, DIVERGED_AUROC),
+                "diverged": 1,
+                "diverged_reason": str(exc),
+                "schedule_done": 0,
+                "done": True,
+            }
+        metrics.update(diverged=0, schedule_done=int(self.trainer.finished))
+        if self.trainer.finished:
+            metrics["done"] = True
+        return metrics
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # The file is named after global_step (step-000001234.pt) and holds it.
+        self.trainer.save_checkpoint(checkpoint_dir)
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        self.trainer.load_checkpoint(checkpoint)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self.trainer.close()
+        self._build(new_config)  # the caches and encoder stay open in this process
+        self.config = new_config
+        return True
+
+    def cleanup(self) -> None:
+        self.trainer.close()
+
+    def _maybe_crash(self) -> None:
+        spec = self.fault_injection
+        if not spec or self.trainer.epoch != spec["epoch"]:
+            return
+        marker = Path(spec["marker"])
+        if marker.exists():
+            return
+        marker.write_text(str(os.getpid()))
+        raise RuntimeError(f"injected crash at epoch {spec['epoch']} (test switch)")
