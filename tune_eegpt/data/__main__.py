@@ -1,0 +1,105 @@
+"""`python -m tune_eegpt.data`: build a window cache, write the synthetic corpus, inspect a
+cache. See `python -m tune_eegpt.data <command> --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tune_eegpt.config import DataConfig, RunConfig
+from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache
+from tune_eegpt.data.default_cache import default_workers
+from tune_eegpt.data.summary import format_summary
+from tune_eegpt.data.synthetic import SyntheticSpec, write_synthetic_corpus
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (EmptyCacheError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    cfg = RunConfig.from_yaml(args.config).data if args.config else DataConfig()
+    result = build_window_cache(cfg, args.data_root, args.out, workers=args.workers)
+    print(result.path)
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    spec = SyntheticSpec(subjects=args.subjects, seed=args.seed, effect=args.effect)
+    plan = write_synthetic_corpus(args.out, spec)
+    counts = plan.groupby(["split", "label_name"]).size().to_dict()
+    print(
+        f"wrote {len(plan)} recordings of {spec.subjects} subjects "
+        f"({plan.duration_s.sum() / 3600:.2f} h) to {args.out}: "
+        + ", ".join(f"{s}/{lab} {n}" for (s, lab), n in sorted(counts.items()))
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    path = Path(args.dir).expanduser()
+    candidates = [path] if (path / MANIFEST).is_file() else sorted(
+        p for p in path.glob("*") if (p / MANIFEST).is_file()
+    )  # fmt: skip
+    if not candidates:
+        raise FileNotFoundError(f"no complete window cache at or directly under {path}")
+    for cache_dir in candidates:
+        print(format_summary(json.loads((cache_dir / MANIFEST).read_text()), cache_dir))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tune_eegpt.data",
+        description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="build (or reuse) the window cache of an EDF tree",
+        description="Index {train,eval}/{normal,abnormal}/**/*.edf under --data-root, read and "
+        "preprocess every recording with MNE (channels, band-pass, notch, resample, windows), "
+        "and write the window cache to <out>/<key>/ with a manifest of rejected files and the "
+        "subject-wise split. An unchanged corpus and settings reuse the cache at once; an "
+        "interrupted build resumes. Prints the cache directory last.",
+    )
+    prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
+    prepare.add_argument("--out", required=True, help="folder that holds caches, one per key")
+    prepare.add_argument("--workers", type=int, default=default_workers(),
+                         help="parallel reader processes (default: %(default)s)")  # fmt: skip
+    prepare.add_argument("--config", help="run config YAML; its data section is used")
+    prepare.set_defaults(run=_prepare)
+
+    synth = commands.add_parser(
+        "synth",
+        help="write the synthetic TUAB-like corpus (EDF files)",
+        description="Write a synthetic corpus in TUAB's layout, naming and channel labels.",
+    )
+    synth.add_argument("--out", required=True, help="new folder to write the corpus into")
+    synth.add_argument("--subjects", type=int, default=SyntheticSpec.subjects,
+                       help="number of subjects (default: %(default)s)")  # fmt: skip
+    synth.add_argument("--seed", type=int, default=SyntheticSpec.seed,
+                       help="generator seed (default: %(default)s)")  # fmt: skip
+    synth.add_argument("--effect", type=float, default=SyntheticSpec.effect,
+                       help="class-effect strength (calibration knob; default: %(default)s)")
+    synth.set_defaults(run=_synth)
+
+    info = commands.add_parser(
+        "info", help="summarise a window cache",
+        description="Summarise a cache directory, or every complete cache directly under DIR.",
+    )  # fmt: skip
+    info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")
+    info.set_defaults(run=_info)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
