@@ -195,15 +195,18 @@ def main() -> None:
     print(json.dumps(report))
     for size in args.sizes:
         enc = ENCODER_SIZES[size](CHANNELS).eval().requires_grad_(False).to(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         wps = encoder_throughput(enc, args, device)
-        print(f"{size}: encoder {wps:.1f} windows/s", flush=True)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+        print(f"{size}: encoder {wps:.1f} windows/s, peak GPU memory {peak:.0f} MiB", flush=True)
         epoch = probe_epoch(enc, args, device)
         print(
             f"{size}: probe epoch of {args.epoch_windows} windows ({epoch['steps']} steps): "
             + ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in epoch.items() if k.endswith("_s")),
             flush=True,
         )
-        report[size] = {"encoder_windows_per_s": wps, **epoch}
+        report[size] = {"encoder_windows_per_s": wps, "encoder_peak_mib": peak, **epoch}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -8,7 +8,9 @@ once with ``tune.with_parameters``.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ class ProbeTrainable(tune.Trainable):
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
+        self._build_started = time.perf_counter()
+        self.startup_s = float("nan")  # trial start (or actor reuse) -> first optimizer step
         cfg = trial_run_config(self.base_config, config)
         if not self.prepared.exists():  # a node that has not decoded the data yet
             self.prepared = prepare_data(cfg, progress=False)
@@ -52,7 +56,7 @@ class ProbeTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         self._maybe_crash()
         try:
-            metrics = self.trainer.train_epoch()
+            metrics = self.trainer.train_epoch(on_step=self._note_first_step)
         except Diverged as exc:
             return {
                 "epoch": float(self.trainer.epoch + 1),
@@ -64,10 +68,16 @@ class ProbeTrainable(tune.Trainable):
                 "schedule_done": 0,
                 "done": True,
             }
-        metrics.update(diverged=0, schedule_done=int(self.trainer.finished))
+        metrics.update(
+            diverged=0, schedule_done=int(self.trainer.finished), startup_s=self.startup_s
+        )
         if self.trainer.finished:
             metrics["done"] = True
         return metrics
+
+    def _note_first_step(self, trainer) -> None:
+        if math.isnan(self.startup_s):  # the first step of this trial
+            self.startup_s = time.perf_counter() - self._build_started
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         # The file is named after global_step (step-000001234.pt) and holds it.
