@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from tune_eegpt.config import RunConfig
@@ -50,7 +51,7 @@ class ProbeTrainable(tune.Trainable):
         self.startup_s = float("nan")  # trial start (or actor reuse) -> first optimizer step
         cfg = trial_run_config(self.base_config, config)
         if not self.prepared.exists():  # a node that has not decoded the data yet
-            self.prepared = prepare_data(cfg, progress=False)
+            self.prepared = prepare_data(cfg, workers=os.cpu_count() or 1, progress=False)
         self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
 
     def step(self) -> dict[str, Any]:
@@ -64,12 +65,16 @@ class ProbeTrainable(tune.Trainable):
                 "val_auroc": DIVERGED_AUROC,
                 "best_val_auroc": max(self.trainer.best_val_auroc, DIVERGED_AUROC),
                 "diverged": 1,
+                "node_id": ray.get_runtime_context().get_node_id(),
                 "diverged_reason": str(exc),
                 "schedule_done": 0,
                 "done": True,
             }
         metrics.update(
-            diverged=0, schedule_done=int(self.trainer.finished), startup_s=self.startup_s
+            diverged=0,
+            schedule_done=int(self.trainer.finished),
+            startup_s=self.startup_s,
+            node_id=ray.get_runtime_context().get_node_id(),  # where the epoch ran
         )
         if self.trainer.finished:
             metrics["done"] = True

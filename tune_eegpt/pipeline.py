@@ -62,6 +62,7 @@ def prepare_data(cfg: RunConfig, workers: int = 1, progress: bool = True) -> Pre
             feature_path = build_feature_cache(
                 encoder, all_windows, cache_root / "features", key=cache.key,
                 batch_size=64, progress=progress,
+                device="cuda" if torch.cuda.is_available() else "cpu",
             )  # fmt: skip
     return PreparedData(str(window_dir), str(feature_path) if feature_path else None)
 

@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrent",
         type=int,
         default=None,
-        help="trials running at once (default: as many as the resources allow)",
+        help="trials running at once (default: as many as the cluster's resources allow when "
+        "the search starts; give it on an autoscaling cluster)",
     )
     p.add_argument(
         "--epochs",
@@ -178,6 +179,8 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--gpus-per-trial", args.gpus_per_trial, "a number >= 0 (fractions allowed)")
     if args.max_failures < 0:
         bad("--max-failures", args.max_failures, "an integer >= 0")
+    if args.resume and not args.name and "://" in args.storage:
+        raise ConfigError(f"--resume with --storage {args.storage}: give the experiment's --name")
 
 
 def storage_path(storage: str) -> str:
@@ -201,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
         space = load_space(args.space)
         cfg = cfg.with_overrides(space.fixed, source=f"space {space.name}: fixed")
+        if args.resume and not args.name:
+            args.name = newest_experiment(storage_path(args.storage))
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -214,24 +219,28 @@ def run_search(args: argparse.Namespace, cfg: RunConfig, space) -> int:
     # loses at most the trials it started in its last second
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    phases = PhaseTimer()
     import ray
     from ray import tune
 
     from trainables import ProbeTrainable
     from tune_eegpt.pipeline import prepare_data
 
-    started = time.perf_counter()
+    phases.lap("imports")
     storage = storage_path(args.storage)
     name = args.name or (newest_experiment(storage) if args.resume
                          else f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}")  # fmt: skip
     print(f"preparing data (cache: {Path(cfg.data.cache_dir).expanduser()})", flush=True)
     prepared = prepare_data(cfg, workers=args.workers)
+    phases.lap("data")
 
     if not ray.is_initialized():
         if args.address:
             ray.init(address=args.address)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
+    phases.lap("Ray start")
+    max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
     trainable = tune.with_resources(
         tune.with_parameters(ProbeTrainable, base_config=cfg.to_dict(),
                              prepared=prepared.to_dict(),
@@ -244,20 +253,52 @@ def run_search(args: argparse.Namespace, cfg: RunConfig, space) -> int:
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)  # fmt: skip
     else:
-        tuner, study = build_tuner(args, cfg, space, trainable, storage, name)
+        tuner, study = build_tuner(args, cfg, space, trainable, storage, name, max_concurrent)
         write_search_info(experiment, args, cfg, space)
     results = tuner.fit()
+    phases.lap("trials")
     if not args.resume:
         write_study(study, experiment)
 
     outcomes = trial_outcomes(results, list(space.params))
-    for line in summary_lines(outcomes, args.threshold, time.perf_counter() - started,
-                              experiment, list(space.params)):  # fmt: skip
+    for line in summary_lines(outcomes, args.threshold, phases.total(), experiment,
+                              list(space.params)):  # fmt: skip
         print(line)
+    print(f"time: {phases}")
     return 0 if outcomes else 1
 
 
-def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str):
+class PhaseTimer:
+    """Wall time per phase of the search, for the closing summary."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+
+    def total(self) -> float:
+        return self.last - self.started
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.laps.items())
+
+
+def concurrent_trials(resources: dict[str, float], args: argparse.Namespace) -> int:
+    """Trials that fit at once on the cluster as it is now (at least one). Tune keeps only
+    one trial waiting for a model-based searcher, so without this limit trials would start
+    one by one and an autoscaler would see demand for one trial at a time."""
+    fits = [resources.get("CPU", 0) / args.cpus_per_trial]
+    if args.gpus_per_trial > 0:
+        fits.append(resources.get("GPU", 0) / args.gpus_per_trial)
+    return max(1, int(min(fits) + 1e-9))
+
+
+def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str,
+                max_concurrent: int):  # fmt: skip
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -273,8 +314,7 @@ def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str)
         points_to_evaluate=[start] if start else None,
     )
     study = searcher._ot_study
-    if args.max_concurrent:
-        searcher = ConcurrencyLimiter(searcher, max_concurrent=args.max_concurrent)
+    searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     scheduler = ASHAScheduler(
         time_attr="epoch",  # rungs in epochs: the same data for every accum_steps
         max_t=cfg.train.epochs,
@@ -318,8 +358,6 @@ def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str)
 
 def write_study(study, experiment: str) -> None:
     """Optuna's view of the trials (state, value, intermediate values per epoch)."""
-    if "://" in experiment:
-        return
     rows = [
         {
             "number": t.number,
@@ -334,13 +372,11 @@ def write_study(study, experiment: str) -> None:
     ]
     import pandas as pd
 
-    pd.DataFrame(rows).to_csv(Path(experiment) / OPTUNA_TRIALS, index=False)
+    write_text(experiment, OPTUNA_TRIALS, pd.DataFrame(rows).to_csv(index=False))
 
 
 def write_search_info(experiment: str, args, cfg: RunConfig, space) -> None:
-    """The base run config and the space, for analysis and export; local storage only."""
-    if "://" in experiment:
-        return
+    """The base run config and the space, for analysis and export."""
     info = {
         "base_config": cfg.to_dict(),
         "space": space.name,
@@ -355,10 +391,24 @@ def write_search_info(experiment: str, args, cfg: RunConfig, space) -> None:
         "num_samples": args.num_samples,
         "seed": args.seed,
     }
-    Path(experiment).mkdir(parents=True, exist_ok=True)
-    tmp = Path(experiment) / f".{SEARCH_INFO}.tmp"
-    tmp.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp, Path(experiment) / SEARCH_INFO)
+    write_text(experiment, SEARCH_INFO, json.dumps(info, indent=2, default=str))
+
+
+def write_text(experiment: str, name: str, text: str) -> None:
+    """Writes ``experiment/name`` on local disk (atomically) or through pyarrow's
+    filesystems for a URI (s3://, gs://...), where an object appears whole."""
+    if "://" not in experiment:
+        Path(experiment).mkdir(parents=True, exist_ok=True)
+        tmp = Path(experiment) / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, Path(experiment) / name)
+        return
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(experiment)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root.rstrip('/')}/{name}") as out:
+        out.write(text.encode())
 
 
 def trial_outcomes(results, params: list[str]) -> list[TrialOutcome]:

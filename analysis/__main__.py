@@ -1,0 +1,105 @@
+"""``python -m analysis {report,confirm,evaluate} EXPERIMENT_DIR``: a search -> a decision.
+
+report    table of the configurations reaching the threshold, Parquet frames, plots,
+          the best configuration as a run config YAML with its schedule dry run
+confirm   the top-k configurations rerun with several seeds (Ray Tune, no ASHA)
+evaluate  the confirmed winner scored once on the test split, with bootstrap intervals
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tune_eegpt.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Analyse a tune_eegpt search: which schedules reach the target AUROC, "
+        "do they hold over seeds, and what does the winner score on the held-out eval set.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("experiment", help="experiment directory (local path or URI)")
+        cmd.add_argument(
+            "--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis)"
+        )
+        cmd.add_argument(
+            "--threshold",
+            type=float,
+            help="val_auroc to reach (default: the search's, else 0.869)",
+        )
+
+    report = sub.add_parser("report", help="table, Parquet frames, plots, exported config")
+    common(report)
+
+    confirm = sub.add_parser("confirm", help="rerun the top-k configurations over seeds")
+    common(confirm)
+    confirm.add_argument("--top-k", type=int, default=3, help="configurations to confirm")
+    confirm.add_argument("--seeds", type=int, default=5, help="seeds per configuration")
+    confirm.add_argument("--cpus-per-trial", type=float, default=1.0)
+    confirm.add_argument("--gpus-per-trial", type=float, default=0.0)
+    confirm.add_argument("--max-concurrent", type=int, default=None)
+    confirm.add_argument("--address", help="an existing Ray cluster ('auto' on its head node)")
+
+    evaluate = sub.add_parser("evaluate", help="score the confirmed winner on the test split once")
+    common(evaluate)
+    evaluate.add_argument(
+        "--restore",
+        action="store_true",
+        help="restore the search's best checkpoint of the winner instead of training it",
+    )
+    evaluate.add_argument(
+        "--allow-unconfirmed",
+        action="store_true",
+        help="score the best configuration even when none was confirmed",
+    )
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--bootstrap-seed", type=int, default=0)
+    evaluate.add_argument(
+        "--again", action="store_true", help="score the test split again (it was scored before)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from analysis.load import load_experiment
+    from analysis.report import default_out_dir, run_report
+
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        print(f"error: --threshold={args.threshold} is not an AUROC in (0, 1)", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else default_out_dir(args.experiment)
+    try:
+        if args.command == "report":
+            return run_report(args.experiment, out, args.threshold)
+        experiment = load_experiment(args.experiment)
+        if args.command == "confirm":
+            from analysis.confirm import run_confirmation
+
+            _, summary, lines = run_confirmation(
+                experiment, out, args.threshold, args.top_k, args.seeds, args.cpus_per_trial,
+                args.gpus_per_trial, args.max_concurrent, args.address,
+            )  # fmt: skip
+            print("\n".join(lines))
+            return 0 if summary["confirmed"].any() else 1
+        from analysis.evaluate import evaluate_winner
+
+        _, lines = evaluate_winner(
+            experiment, out, args.restore, args.allow_unconfirmed, args.resamples,
+            args.bootstrap_seed, args.again,
+        )  # fmt: skip
+        print("\n".join(lines))
+        return 0
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

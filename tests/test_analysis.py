@@ -1,0 +1,181 @@
+"""Analysis end to end on an experiment made by a real small search (real Ray, Optuna, ASHA)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_fixtures import EPOCHS, NUM_TRIALS, interrupt_copy, run_small_search
+
+from analysis.__main__ import main
+from analysis.confirm import run_confirmation
+from analysis.evaluate import bootstrap_intervals, evaluate_winner
+from analysis.export import configuration_of, run_config_for
+from analysis.load import load_experiment
+from analysis.selection import rank_configurations, select_configurations, selection_lines
+from tune_eegpt.config import RunConfig
+
+ray = pytest.importorskip("ray")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def experiment_dir(tmp_path_factory):
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        yield run_small_search(tmp_path_factory.mktemp("analysis"))
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def experiment(experiment_dir):
+    return load_experiment(experiment_dir)
+
+
+def test_trials_frame_has_a_row_per_trial_and_how_each_ended(experiment, experiment_dir):
+    trials = experiment.trials
+    assert len(trials) == NUM_TRIALS == len(list(experiment_dir.glob("*/result.json")))
+    assert trials["trial_id"].is_unique
+    assert sorted(experiment.params) == ["accum_steps", "max_lr", "pct_start"]
+    states = trials.set_index("trial_id")["end_state"]
+    assert set(states) >= {"finished", "stopped", "diverged", "crashed"}, states.to_dict()
+    assert (trials.loc[trials["end_state"] == "diverged", "max_lr"] == 1e20).all()
+    crashed = trials[trials["end_state"] == "crashed"]
+    assert all((experiment_dir / d / "error.txt").is_file() for d in crashed["trial_dir"])
+    assert (trials.loc[trials["end_state"] == "finished", "epochs_run"] == EPOCHS).all()
+    assert (trials.loc[trials["end_state"] == "stopped", "epochs_run"] < EPOCHS).all()
+    history = experiment.history
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    for _, t in trials[trials["end_state"] == "finished"].iterrows():
+        h = history[history["trial_id"] == t["trial_id"]]
+        assert t["best_val_auroc"] == h["val_auroc"].max()
+        assert t["last_val_auroc"] == h["val_auroc"].iloc[-1]
+        best = h.loc[h["val_auroc"].idxmax()]
+        assert t["best_epoch"] == best["epoch"]
+        assert t["val_bal_acc_at_best"] == best["val_bal_acc"]
+        step = int(best["global_step"])
+        assert t["best_checkpoint_file"].endswith(f"step-{step:09d}.pt")
+        assert Path(t["best_checkpoint"]).name.startswith("checkpoint_")
+
+
+def test_selection_matches_a_threshold_between_known_values(experiment):
+    params = experiment.params
+    ranked = rank_configurations(experiment.trials, params)
+    usable = ranked[ranked["end_state"] != "diverged"]["best_val_auroc"].to_numpy()
+    assert len(usable) >= 3 and usable[1] > usable[2]
+    threshold = float((usable[1] + usable[2]) / 2)
+    selected = select_configurations(experiment.trials, params, threshold)
+    assert list(selected["trial_id"]) == list(ranked["trial_id"].head(2))
+    assert (selected["best_val_auroc"] >= threshold).all()
+    text = "\n".join(selection_lines(experiment.trials, params, threshold))
+    assert f"2 configuration(s) reach val_auroc >= {threshold}" in text
+    none = "\n".join(selection_lines(experiment.trials, params, 0.999))
+    assert "NO configuration reaches val_auroc >= 0.999" in none
+    assert "The 3 closest" in none
+
+
+def test_report_writes_frames_plots_and_a_config_that_trains(experiment_dir, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(experiment_dir), "--out", str(out), "--threshold", "0.6"]) == 0
+    printed = capsys.readouterr().out
+    assert "trials: 6" in printed and "best_config" in printed
+    trials = pd.read_parquet(out / "trials.parquet")
+    history = pd.read_parquet(out / "history.parquet")
+    assert len(trials) == NUM_TRIALS and len(history) >= NUM_TRIALS
+    for name in ("val_auroc_vs_params", "learning_curves", "rung_survival"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 5000
+    assert (out / "best_config_schedule.png").is_file()
+    assert "total steps" in (out / "best_config_schedule.txt").read_text()
+
+    exported = RunConfig.from_yaml(out / "best_config.yaml")
+    experiment = load_experiment(experiment_dir)
+    best = rank_configurations(experiment.trials, experiment.params).iloc[0]
+    expected = run_config_for(experiment, configuration_of(best, experiment.params))
+    assert exported.to_dict() == expected.to_dict()
+    from tune_eegpt.pipeline import build_trainer, prepare_data
+
+    trainer = build_trainer(exported, prepare_data(exported, progress=False))
+    metrics = trainer.train_epoch()
+    assert metrics["epoch"] == 1.0 and 0 <= metrics["val_auroc"] <= 1
+
+
+def test_interrupted_experiment_loads(experiment, experiment_dir, tmp_path):
+    finished = experiment.trials[experiment.trials["end_state"] == "finished"].iloc[0]
+    copy = interrupt_copy(experiment_dir, tmp_path / "cut", finished["trial_dir"], keep_epochs=2)
+    loaded = load_experiment(f"file://{copy}")  # through pyarrow's URI filesystems
+    assert len(loaded.trials) == NUM_TRIALS
+    assert sorted(loaded.params) == sorted(experiment.params)  # from params.json
+    row = loaded.trials.set_index("trial_id").loc[finished["trial_id"]]
+    assert row["end_state"] == "running"
+    assert row["epochs_run"] == 2
+    h = loaded.history[loaded.history["trial_id"] == finished["trial_id"]]
+    assert list(h["epoch"]) == [1.0, 2.0]  # the replayed epoch once, the half line skipped
+    before = experiment.trials.set_index("trial_id")["end_state"].to_dict()
+    after = loaded.trials.set_index("trial_id")["end_state"].to_dict()
+    before[finished["trial_id"]] = "running"
+    assert after == before
+
+
+def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path):
+    ranked = rank_configurations(experiment.trials, experiment.params)
+    threshold = float(ranked["best_val_auroc"].iloc[0]) - 1e-9  # the best one qualifies
+    runs, summary, lines = run_confirmation(experiment, tmp_path, threshold, top_k=1, seeds=2)
+    assert len(runs) == 2 and sorted(runs["seed"]) == [1, 2]
+    assert (runs["epochs"] == EPOCHS).all()
+    assert runs["trial_path"].map(lambda p: Path(p).is_dir()).all()
+    assert len(summary) == 1
+    r = summary.iloc[0]
+    assert configuration_of(r, experiment.params) == configuration_of(
+        ranked.iloc[0], experiment.params
+    )
+    assert r["val_auroc_mean"] == pytest.approx(runs["val_auroc"].mean())
+    assert r["val_auroc_std"] == pytest.approx(runs["val_auroc"].std())
+    assert bool(r["confirmed"]) == (r["val_auroc_mean"] >= threshold)
+    assert (tmp_path / "confirmation.csv").is_file()
+    assert any("over 2 seeds" in line for line in lines)
+
+
+def test_evaluate_scores_the_test_split_once_with_intervals(experiment, tmp_path):
+    frame, lines = evaluate_winner(experiment, tmp_path, allow_unconfirmed=True, resamples=300)
+    assert set(frame["level"]) == {"window", "recording"}
+    assert set(frame["metric"]) == {"auroc", "bal_acc", "pr_auc"}
+    finite = frame.dropna(subset=["estimate", "ci_low", "ci_high"])
+    assert len(finite) >= 3
+    assert (finite["ci_low"] <= finite["estimate"] + 1e-12).all()
+    assert (finite["estimate"] <= finite["ci_high"] + 1e-12).all()
+    with pytest.raises(FileExistsError, match="scored already"):
+        evaluate_winner(experiment, tmp_path, allow_unconfirmed=True, resamples=10)
+    assert (tmp_path / "test_evaluation.json").is_file()
+
+
+def test_bootstrap_intervals_resample_recordings():
+    rng = np.random.default_rng(0)
+    recordings = np.repeat(np.arange(40), 5)
+    y = (recordings % 2).astype(int)
+    prob = np.clip(0.5 + 0.3 * (y - 0.5) + rng.normal(0, 0.2, len(y)), 0, 1)
+    frame = bootstrap_intervals(y, prob, recordings, resamples=200, seed=1)
+    again = bootstrap_intervals(y, prob, recordings, resamples=200, seed=1)
+    pd.testing.assert_frame_equal(frame, again)  # seeded
+    assert (frame["ci_low"] <= frame["estimate"]).all()
+    assert (frame["estimate"] <= frame["ci_high"]).all()
+    assert (frame["ci_high"] - frame["ci_low"] > 0).all()
+    assert set(frame["n_recordings"]) == {40}
+
+
+def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("TUNE_EEGPT_EXPERIMENT", str(experiment_dir))
+    monkeypatch.setenv("TUNE_EEGPT_ANALYSIS_OUT", str(tmp_path / "nb"))
+    nb = nbformat.read(REPO / "analysis" / "trials.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    ).execute()
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]  # fmt: skip
+    assert len(images) >= 4  # three plots and the schedule, inline
+    assert (tmp_path / "nb" / "best_config.yaml").is_file()
