@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from tune_eegpt.config import STANDARD_10_20, ModelConfig
-from tune_eegpt.models.eegpt import EEGPTEncoder, build_encoder, eegpt_large, eegpt_small
+from tune_eegpt.models.eegpt import (
+    SMALL_INIT_STD,
+    EEGPTEncoder,
+    build_encoder,
+    eegpt_large,
+    eegpt_small,
+)
 
 CHANNELS = list(STANDARD_10_20)
 
@@ -76,7 +82,7 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
         assert torch.equal(pa, pb), name
         if name.endswith(".weight") and "norm" not in name:
             assert not torch.equal(pa, pc), name
-    assert a.patch_embed.proj.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert a.patch_embed.proj.weight.std().item() == pytest.approx(SMALL_INIT_STD, rel=0.2)
 
 
 def test_input_scale_multiplies_the_input_first() -> None:

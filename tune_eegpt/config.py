@@ -47,7 +47,7 @@ class DataConfig:
     split_seed: int = 0
     synthetic_subjects: int = 60
     synthetic_seed: int = 0
-    synthetic_effect: float = 2.25  # class-effect strength of the synthetic corpus (calibrated)
+    synthetic_effect: float = 1.5  # class-effect strength of the synthetic corpus (calibrated)
 
 
 @dataclass

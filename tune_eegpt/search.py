@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="official EEGPT checkpoint (.ckpt) or encoder state dict; selects the large encoder",
     )
     p.add_argument(
+        "--trusted-checkpoint",
+        action="store_true",
+        help="allow --checkpoint to be unpickled (the official Lightning .ckpt needs it); "
+        "only for a file from a source you trust",
+    )
+    p.add_argument(
         "--storage",
         default="runs",
         help="experiment storage: a local folder or "
@@ -155,6 +161,8 @@ def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.checkpoint is not None:
         overrides.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
                          encoder="large")  # fmt: skip
+    if args.trusted_checkpoint:
+        overrides["trusted_checkpoint"] = True
     overrides["threads"] = max(1, int(args.cpus_per_trial))
     return cfg.with_overrides(overrides, source="command line")
 

@@ -37,7 +37,7 @@ from tune_eegpt.data.synthetic_signal import (
 GENERATOR_VERSION = 1
 # The calibrated class-effect strength (see README "Synthetic corpus"); DataConfig's
 # synthetic_effect defaults to this value.
-DEFAULT_EFFECT = 2.25
+DEFAULT_EFFECT = 1.5
 SPEC_FILE = "synthetic.json"
 
 
