@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import yaml
-from search_fixtures import prepare, write_space
+from search_fixtures import prepare, run_search_cli, write_space
 
 from tune_eegpt import search
 
@@ -43,17 +43,11 @@ def run_small_search(folder: Path, name: str = "exp") -> Path:
     config = write_diverging_base_config(folder)
     prepare(config)
     space = write_space(folder, "analysis", SPACE)
-    args = search.build_parser().parse_args([
+    run_search_cli([
         "--config", str(config), "--space", str(space), "--num-samples", str(NUM_TRIALS),
         "--max-concurrent", "1", "--grace-period", "2", "--reduction-factor", "2",
         "--max-failures", "0", "--storage", str(folder / "runs"), "--name", name,
-    ])  # fmt: skip
-    args.fault_injection = {"marker": str(folder / "crashed-once"), "epoch": 2}
-    cfg = search.base_run_config(args)
-    from search_spaces import load_space
-
-    loaded = load_space(args.space)
-    search.run_search(args, cfg.with_overrides(loaded.fixed), loaded)
+    ], fault_injection={"marker": str(folder / "crashed-once"), "epoch": 2})  # fmt: skip
     return folder / "runs" / name
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from search_fixtures import write_space
+from search_fixtures import run_search_cli, write_space
 
 from tune_eegpt import search
 
@@ -193,14 +193,7 @@ def run(args, trainable, monkeypatch, **extra):
     import trainables
 
     monkeypatch.setattr(trainables, "ProbeTrainable", trainable)
-    parsed = search.build_parser().parse_args(args)
-    for k, v in extra.items():
-        setattr(parsed, k, v)
-    cfg = search.base_run_config(parsed)
-    from search_spaces import load_space
-
-    space = load_space(parsed.space)
-    return search.run_search(parsed, cfg.with_overrides(space.fixed), space)
+    return run_search_cli(args, **extra)
 
 
 def trial_rows(experiment: Path) -> dict[str, list[dict]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from search_fixtures import write_space
+from search_fixtures import run_search_cli, write_space
 
 from tune_eegpt import search
 
@@ -30,15 +30,7 @@ def base(tiny_base):
     return tiny_base
 
 
-def run(args, **extra):
-    parsed = search.build_parser().parse_args(args)
-    for k, v in extra.items():
-        setattr(parsed, k, v)
-    cfg = search.base_run_config(parsed)
-    from search_spaces import load_space
-
-    space = load_space(parsed.space)
-    return search.run_search(parsed, cfg.with_overrides(space.fixed), space)
+run = run_search_cli
 
 
 def trial_rows(experiment):
