@@ -139,7 +139,7 @@ def probe_epoch(enc: EEGPTEncoder, args: argparse.Namespace, device: torch.devic
         def cached_epoch() -> None:
             for i in range(steps):
                 z, yy = feats.get_batch(order[i * bs : (i + 1) * bs])
-                head_step(z.to(device, non_blocking=True), yy.to(device))
+                head_step(z.to(device, non_blocking=True).float(), yy.to(device))
 
         cached_epoch()  # warm-up (page cache, allocator)
         cached = timed(cached_epoch, device, 1)

@@ -45,9 +45,9 @@ def test_cache_holds_the_encoder_outputs(encoder: EEGPTEncoder, tmp_path: Path) 
     assert feats.feature_shape == (8, 4, 64)
     order = np.array([36, 0, 9, 8, 17, 3, 35])  # across record batches, any order
     x, y = feats.get_batch(order)
-    assert x.dtype == torch.float32 and x.shape == (7, 8, 4, 64)
+    assert x.dtype == torch.float16 and x.shape == (7, 8, 4, 64)  # as stored; trainer casts
     expected = live(encoder, data)[order]
-    torch.testing.assert_close(x, expected.half().float(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(x.float(), expected.half().float(), rtol=0, atol=1e-6)
     torch.testing.assert_close(y, data.y[order])
     assert list(feats.recording_ids[order]) == list(data.recording_ids[order])
     assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
@@ -127,14 +127,18 @@ def test_head_on_cached_features_equals_head_on_live_encoder(
             opt.step()
         head.eval()
         with torch.no_grad():
-            return head, head(feats.get_batch(np.arange(48))[0])
+            return head, head(feats.get_batch(np.arange(48))[0].float())
 
     def live_features(idx):
         x, y = data.get_batch(idx)
         with torch.no_grad():
             return encoder(x), y
 
-    cached_head, cached_logits = train(feats.get_batch)
+    def cached_features(idx):
+        z, y = feats.get_batch(idx)
+        return z.float(), y
+
+    cached_head, cached_logits = train(cached_features)
     live_head, live_logits = train(live_features)
     torch.testing.assert_close(cached_logits, live_logits, rtol=0, atol=5e-4)
     # Adam's first steps move each weight by about +-lr whatever the gradient's size, so a
@@ -145,7 +149,7 @@ def test_head_on_cached_features_equals_head_on_live_encoder(
     with torch.no_grad():  # and the trained head on live vs cached features of the same rows
         torch.testing.assert_close(
             live_head(live(encoder, data)),
-            live_head(feats.get_batch(np.arange(48))[0]),
+            live_head(feats.get_batch(np.arange(48))[0].float()),
             rtol=0,
             atol=5e-4,
         )

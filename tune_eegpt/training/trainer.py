@@ -140,7 +140,8 @@ class ProbeTrainer:
             # short last window weighs each of its samples like a full one.
             window_samples = min(window_end * t.batch_size, n) - window_start * t.batch_size
             x, y = self.train_data.get_batch(order[b * t.batch_size : (b + 1) * t.batch_size])
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True).float()  # float16 features travel as such
+            y = y.to(self.device, non_blocking=True)
             with torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
             ):
@@ -253,7 +254,7 @@ class ProbeTrainer:
             with torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
             ):
-                logits = self.forward(x.to(self.device))
+                logits = self.forward(x.to(self.device).float())
             ps.append(torch.sigmoid(logits.float()).cpu().numpy())
             ys.append(y.numpy())
         self._set_train_mode(True)
