@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,7 +356,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     """Checks a YAML value against a field's type; ints are accepted for floats."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
