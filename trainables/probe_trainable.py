@@ -8,6 +8,7 @@ once with ``tune.with_parameters``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -40,6 +41,8 @@ class ProbeTrainable(tune.Trainable):
         prepared: dict[str, Any],
         fault_injection: dict[str, Any] | None = None,
     ) -> None:
+        # one "Checkpoint successfully created" line per trial-epoch drowns Tune's table
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         self.base_config = base_config
         self.prepared = PreparedData(**prepared)
         # Test-only: {"marker": path, "epoch": k} makes the trial crash once at epoch k.
