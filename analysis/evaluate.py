@@ -134,7 +134,7 @@ def evaluate_winner(
     try:
         how = _train_or_restore(experiment, trainer, cfg, config, restore_checkpoint)
         cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
-        test = split_sources(cfg, prepared, cache, "test")
+        test = split_sources(prepared, cache, "test")
         if len(test) == 0:
             raise ValueError(f"the test split of {prepared.window_cache} is empty")
         y, prob = trainer.predict(test)

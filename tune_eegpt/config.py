@@ -260,20 +260,10 @@ class RunConfig:
 
     def validate_for_batches(self, batches_per_epoch: int) -> None:
         """Checks that need the number of batches: the schedule must have a warm-up step."""
-        from tune_eegpt.training.schedule import schedule_length  # no cycle at import time
+        from tune_eegpt.training.schedule import check_warmup  # no cycle at import time
 
-        steps_per_epoch, total = schedule_length(
-            batches_per_epoch, self.train.accum_steps, self.train.epochs
-        )
-        warmup_end = self.schedule.pct_start * total
-        if warmup_end <= 1:
-            raise ConfigError(
-                f"schedule.pct_start={self.schedule.pct_start} with total_steps={total} "
-                f"({batches_per_epoch} batches/epoch, accum_steps={self.train.accum_steps}, "
-                f"epochs={self.train.epochs}) ends the warm-up at step {warmup_end:g} <= 1, "
-                "before the first optimizer step; torch's OneCycleLR would divide by zero. "
-                "Raise pct_start or epochs, or lower accum_steps or batch_size."
-            )
+        t = self.train
+        check_warmup(self.schedule.pct_start, batches_per_epoch, t.accum_steps, t.epochs)
 
     # ---- identity ------------------------------------------------------------------
     def outcome_fields(self) -> dict[str, Any]:

@@ -72,10 +72,7 @@ def build_trainer(
 ) -> ProbeTrainer:
     """A fresh ProbeTrainer for ``cfg`` over the prepared caches."""
     cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
-    train, val = (
-        split_sources(cfg, prepared, cache, "train"),
-        split_sources(cfg, prepared, cache, "val"),
-    )
+    train, val = split_sources(prepared, cache, "train"), split_sources(prepared, cache, "val")
     torch.manual_seed(cfg.train.seed)  # the head's initial weights depend on the seed only
     encoder = None
     if prepared.feature_cache is not None:
@@ -88,9 +85,7 @@ def build_trainer(
     return ProbeTrainer(cfg, head, train, val, encoder=encoder, adapter=adapter, log_dir=log_dir)
 
 
-def split_sources(
-    cfg: RunConfig, prepared: PreparedData, cache: WindowCache, split: str
-) -> BatchSource:
+def split_sources(prepared: PreparedData, cache: WindowCache, split: str) -> BatchSource:
     """The rows of ``split`` as features (cached) or as windows (live encoder)."""
     if prepared.feature_cache is None:
         return cache.split(split)

@@ -434,8 +434,6 @@ def trial_outcomes(results, params: list[str]) -> list[TrialOutcome]:
                 trial_id=metrics.get("trial_id", result.path.rsplit("/", 1)[-1]),
                 config={k: result.config.get(k) for k in params},
                 best_val_auroc=best,
-                last_val_auroc=float(metrics.get(METRIC, float("nan"))),
-                epochs=float(metrics.get("epoch", 0)),
                 ended=classify(metrics, result.error is not None),
             )
         )

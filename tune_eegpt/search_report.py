@@ -11,8 +11,6 @@ class TrialOutcome:
     trial_id: str
     config: dict[str, Any]
     best_val_auroc: float
-    last_val_auroc: float
-    epochs: float
     ended: str  # finished | stopped | diverged | error
 
 

@@ -136,6 +136,7 @@ class EEGPTEncoder(nn.Module):
         num_summary_tokens: int = 4,
         input_scale: float = 1.0,
         init_seed: int = 0,
+        init_std: float = INIT_STD,
     ) -> None:
         super().__init__()
         if not (math.isfinite(input_scale) and input_scale > 0):
@@ -164,7 +165,7 @@ class EEGPTEncoder(nn.Module):
         # Non-persistent: the checkpoint has no such key, and the channels belong to the
         # data, not to the weights.
         self.register_buffer("chan_ids", chan_ids, persistent=False)
-        self.init_weights(init_seed)
+        self.init_weights(init_seed, std=init_std)
 
     @property
     def num_channels(self) -> int:
@@ -435,7 +436,7 @@ def eegpt_small(
     """An EEGPT-shaped encoder for CPU runs (~0.1M parameters); random weights work on
     microvolt input. Its weights are the reference initialisation drawn with a wider std
     (``SMALL_INIT_STD``), deterministic from ``init_seed``."""
-    encoder = EEGPTEncoder(
+    return EEGPTEncoder(
         channels=channels,
         embed_dim=64,
         depth=2,
@@ -443,9 +444,8 @@ def eegpt_small(
         patch_size=64,
         input_scale=input_scale,
         init_seed=init_seed,
+        init_std=SMALL_INIT_STD,
     )
-    encoder.init_weights(init_seed, std=SMALL_INIT_STD)
-    return encoder
 
 
 ENCODER_SIZES = {"large": eegpt_large, "small": eegpt_small}

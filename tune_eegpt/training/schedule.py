@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tune_eegpt.config import ScheduleConfig
+from tune_eegpt.config import ConfigError, ScheduleConfig
 
 
 def schedule_length(batches_per_epoch: int, accum_steps: int, epochs: int) -> tuple[int, int]:
@@ -28,6 +28,21 @@ def schedule_length(batches_per_epoch: int, accum_steps: int, epochs: int) -> tu
         raise ValueError(f"batches_per_epoch={batches_per_epoch}: the training split is empty")
     steps_per_epoch = math.ceil(batches_per_epoch / accum_steps)
     return steps_per_epoch, steps_per_epoch * epochs
+
+
+def check_warmup(pct_start: float, batches_per_epoch: int, accum_steps: int, epochs: int) -> None:
+    """Refuses a schedule whose warm-up would end before its first optimizer step
+    (``pct_start * total_steps <= 1``), where torch's OneCycleLR divides by zero."""
+    _, total = schedule_length(batches_per_epoch, accum_steps, epochs)
+    warmup_end = pct_start * total
+    if warmup_end <= 1:
+        raise ConfigError(
+            f"schedule.pct_start={pct_start} with total_steps={total} "
+            f"({batches_per_epoch} batches/epoch, accum_steps={accum_steps}, "
+            f"epochs={epochs}) ends the warm-up at step {warmup_end:g} <= 1, "
+            "before the first optimizer step; torch's OneCycleLR would divide by zero. "
+            "Raise pct_start or epochs, or lower accum_steps or batch_size."
+        )
 
 
 def build_onecycle(
@@ -85,13 +100,8 @@ def dry_run(
     cfg: ScheduleConfig, batches_per_epoch: int, accum_steps: int, epochs: int
 ) -> ScheduleDryRun:
     """Steps torch's scheduler on a throwaway optimizer; trains nothing."""
+    check_warmup(cfg.pct_start, batches_per_epoch, accum_steps, epochs)
     steps_per_epoch, total = schedule_length(batches_per_epoch, accum_steps, epochs)
-    warmup_end = cfg.pct_start * total
-    if warmup_end <= 1:
-        raise ValueError(
-            f"pct_start={cfg.pct_start} x total_steps={total} = {warmup_end:g} <= 1: the "
-            "warm-up would end before the first optimizer step (OneCycleLR divides by zero)"
-        )
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=cfg.max_lr)
     scheduler = build_onecycle(optimizer, cfg, total)
@@ -100,7 +110,7 @@ def dry_run(
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()  # no gradients: a no-op, keeps torch's step-order check quiet
         scheduler.step()
-    return ScheduleDryRun(steps_per_epoch, total, warmup_end - 1, tuple(lrs))
+    return ScheduleDryRun(steps_per_epoch, total, cfg.pct_start * total - 1, tuple(lrs))
 
 
 def milestones(run: ScheduleDryRun) -> list[tuple[str, int]]:
