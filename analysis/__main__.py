@@ -17,6 +17,7 @@ from tune_eegpt.config import ConfigError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m analysis",
         description="Analyse a tune_eegpt search: which schedules reach the target AUROC, "
         "do they hold over seeds, and what does the winner score on the held-out eval set.",
@@ -26,28 +27,37 @@ def build_parser() -> argparse.ArgumentParser:
     def common(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("experiment", help="experiment directory (local path or URI)")
         cmd.add_argument(
-            "--out", type=Path, help="output folder (default: EXPERIMENT_DIR/analysis)"
+            "--out", type=Path, help="output folder (None: EXPERIMENT_DIR/analysis)"
         )
         cmd.add_argument(
             "--threshold",
             type=float,
-            help="val_auroc to reach (default: the search's, else 0.869)",
+            help="val_auroc to reach (None: the search's, else 0.869)",
         )
 
-    report = sub.add_parser("report", help="table, Parquet frames, plots, exported config")
-    common(report)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(
+            name, help=help, allow_abbrev=False,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )  # fmt: skip
+        common(cmd)
+        return cmd
 
-    confirm = sub.add_parser("confirm", help="rerun the top-k configurations over seeds")
-    common(confirm)
+    command("report", "table, Parquet frames, plots, exported config")
+
+    confirm = command("confirm", "rerun the top-k configurations over seeds")
     confirm.add_argument("--top-k", type=int, default=3, help="configurations to confirm")
     confirm.add_argument("--seeds", type=int, default=5, help="seeds per configuration")
-    confirm.add_argument("--cpus-per-trial", type=float, default=1.0)
-    confirm.add_argument("--gpus-per-trial", type=float, default=0.0)
-    confirm.add_argument("--max-concurrent", type=int, default=None)
-    confirm.add_argument("--address", help="an existing Ray cluster ('auto' on its head node)")
+    confirm.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per run")
+    confirm.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per run")
+    confirm.add_argument(
+        "--max-concurrent", type=int, default=None, help="runs at once (None: as resources allow)"
+    )
+    confirm.add_argument(
+        "--address", help="an existing Ray cluster ('auto' on its head node); None: start Ray"
+    )
 
-    evaluate = sub.add_parser("evaluate", help="score the confirmed winner on the test split once")
-    common(evaluate)
+    evaluate = command("evaluate", "score the confirmed winner on the test split once")
     evaluate.add_argument(
         "--restore",
         action="store_true",
@@ -59,11 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the best configuration even when none was confirmed",
     )
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    evaluate.add_argument("--bootstrap-seed", type=int, default=0)
+    evaluate.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed")
     evaluate.add_argument(
         "--again", action="store_true", help="score the test split again (it was scored before)"
     )
     return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Mistakes in the flags, found before any experiment is read or Ray started."""
+    limits = {
+        "threshold": (lambda v: 0 < v < 1, "an AUROC in (0, 1)"),
+        "top_k": (lambda v: v >= 1, "an integer >= 1"),
+        "seeds": (lambda v: v >= 1, "an integer >= 1"),
+        "cpus_per_trial": (lambda v: v > 0, "a number > 0"),
+        "gpus_per_trial": (lambda v: v >= 0, "a number >= 0 (fractions allowed)"),
+        "max_concurrent": (lambda v: v >= 1, "an integer >= 1"),
+        "resamples": (lambda v: v >= 1, "an integer >= 1"),
+    }
+    for name, (ok, allowed) in limits.items():
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag}={value!r} is not allowed: expected {allowed}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.load import load_experiment
     from analysis.report import default_out_dir, run_report
 
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        print(f"error: --threshold={args.threshold} is not an AUROC in (0, 1)", file=sys.stderr)
+    try:
+        check_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else default_out_dir(args.experiment)
     try:

@@ -21,20 +21,18 @@ import re
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import pyarrow.fs as pafs
+
+from tune_eegpt.end_state import end_state
 
 SEARCH_INFO = "tune_eegpt_search.json"  # written by tune_eegpt.search
 METRIC = "val_auroc"
 DEFAULT_THRESHOLD = 0.869
 TRIALS_PARQUET, HISTORY_PARQUET = "trials.parquet", "history.parquet"
 
-EndState = Literal["finished", "stopped", "diverged", "crashed", "running"]
-END_STATES: tuple[str, ...] = ("finished", "stopped", "diverged", "crashed", "running")
-# Tune statuses of a trial that has not ended (or had not, when the driver was killed).
-_UNENDED = {"RUNNING", "PENDING", "PAUSED"}
 _CHECKPOINT_FILE = re.compile(r"^step-(\d+)\.pt$")
 # The per-epoch columns kept in the history frame, when the results have them.
 HISTORY_COLUMNS = (
@@ -247,28 +245,6 @@ def _trial_row(
     return row
 
 
-def end_state(last: Any, status: str | None, errored: bool) -> str:
-    """How a trial ended, from its last report, Tune's status and its error file.
-
-    finished: trained its whole schedule. diverged: the loss became NaN/inf. crashed: it
-    raised and was not (or could not be) restarted. running: it has not ended (still
-    running, or running when an interrupted driver last saved its state). stopped: ended
-    before its schedule without diverging or crashing, i.e. ASHA stopped it."""
-    if last is not None and _flag(last.get("diverged")):
-        return "diverged"
-    if last is not None and _flag(last.get("schedule_done")):
-        return "finished"
-    if status == "ERROR":
-        return "crashed"
-    if status in _UNENDED:
-        return "running"
-    if errored and status != "TERMINATED":
-        return "crashed"
-    if last is None:
-        return "crashed" if errored else "running"
-    return "stopped"
-
-
 def _best_checkpoint(
     store: Storage, name: str, scored: pd.DataFrame
 ) -> tuple[str | None, str | None]:
@@ -324,10 +300,3 @@ def _float(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
-
-
-def _flag(value: Any) -> bool:
-    try:
-        return bool(value) and float(value) == float(value)  # NaN is not a flag
-    except (TypeError, ValueError):
-        return False

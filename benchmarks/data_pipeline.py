@@ -33,7 +33,7 @@ from tune_eegpt.data import SyntheticSpec, WindowCache, build_window_cache, writ
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=16, help="corpus size (default 16)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", help="where to write corpus and caches (default: a temp dir)")

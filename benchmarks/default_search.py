@@ -114,7 +114,7 @@ def profile_summary(path: Path, top: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/perf_default"))
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--top", type=int, default=25, help="profile lines to print")

@@ -164,7 +164,7 @@ def startup_through_ray(workdir: Path, trials: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/perf_cost"))
     parser.add_argument("--live-steps", type=int, default=3, help="timed live steps per size")
     parser.add_argument("--repeats", type=int, default=3, help="timed cached epochs")

@@ -71,7 +71,7 @@ def one_trial(path: str, rows: int, epochs: int, device: str, precision: str, qu
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--rows", type=int, default=20000, help="windows in the feature cache")

@@ -14,6 +14,7 @@ The loader turns a file into Optuna distributions; it does not import ray.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,22 @@ class SearchSpace:
         where they lie inside the space."""
         point = {name: cfg.get(name) for name in self.params}
         return point if all(_inside(self.params[k], v) for k, v in point.items()) else {}
+
+    def check_values(self, cfg: RunConfig) -> None:
+        """Every value the space can produce must pass ``cfg``'s rules: each choice and
+        both ends of each range, in every combination (the rules are intervals, so the
+        corners stand for the whole box). Raises SearchSpaceError naming the values."""
+        names = list(self.params)
+        for corner in itertools.product(*(_extremes(self.params[n]) for n in names)):
+            values = dict(zip(names, corner, strict=True))
+            try:
+                cfg.with_overrides(values, source=f"space {self.name}")
+            except ConfigError as exc:
+                shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                raise SearchSpaceError(
+                    f"space {self.name}: a trial could get {shown}, which the run config "
+                    f"rejects: {exc}"
+                ) from exc
 
 
 def available_spaces() -> list[str]:
@@ -88,6 +105,12 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     except ConfigError as exc:
         raise SearchSpaceError(f"{path}: fixed values: {exc}") from exc
     return SearchSpace(path.stem, params, fixed, str(raw.get("description", "")))
+
+
+def _extremes(dist: BaseDistribution) -> list[Any]:
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    return [dist.low, dist.high]
 
 
 def _inside(dist: BaseDistribution, value: Any) -> bool:

@@ -33,15 +33,12 @@ def prepare(config_path: Path) -> None:
     prepare_data(RunConfig.from_yaml(config_path), workers=2, progress=False)
 
 
-def run_search_cli(args: list[str], **extra) -> int:
+def run_search_cli(args: list[str], trainable: type | None = None, callbacks=()) -> int:
     """The search as ``python -m tune_eegpt.search ARGS`` runs it, in this process (so that
-    tests can share one Ray instance), with test-only attributes such as fault_injection."""
-    from search_spaces import load_space
+    tests can share one Ray instance), with ``trainable`` in place of ProbeTrainable."""
     from tune_eegpt import search
 
     parsed = search.build_parser().parse_args(args)
-    for k, v in extra.items():
-        setattr(parsed, k, v)
-    space = load_space(parsed.space)
-    cfg = search.base_run_config(parsed).with_overrides(space.fixed)
-    return search.run_search(parsed, cfg, space)
+    cfg, space = search.resolve(parsed)
+    return search.run_search(parsed, cfg, space, trainable=trainable, callbacks=callbacks,
+                             argv=args)  # fmt: skip

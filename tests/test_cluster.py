@@ -187,15 +187,6 @@ def cluster():
             cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-def run(args, trainable, monkeypatch, **extra):
-    """The search as ``python -m tune_eegpt.search`` runs it, with ``trainable`` in place
-    of ProbeTrainable."""
-    import trainables
-
-    monkeypatch.setattr(trainables, "ProbeTrainable", trainable)
-    return run_search_cli(args, **extra)
-
-
 def trial_rows(experiment: Path) -> dict[str, list[dict]]:
     rows = {}
     for result_file in experiment.glob("*/result.json"):
@@ -235,14 +226,13 @@ def lr_space(tmp_path):
                                                   "low": 1e-3, "high": 1e-2}})  # fmt: skip
 
 
-def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, tmp_path,
-                                                  monkeypatch):  # fmt: skip
+def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, tmp_path):
     c, workers = cluster
     _, config = tiny_base
     args = search_args(config, lr_space, tmp_path, "spread", samples=4, epochs=3)
     # --address auto is what a user types on the head node; here the driver is already
     # connected to the test cluster, which run_search keeps.
-    assert run(args, SlowNodeTaggedTrainable, monkeypatch) == 0
+    assert run_search_cli(args, SlowNodeTaggedTrainable) == 0
     rows = trial_rows(tmp_path / "spread")
     assert len(rows) == 4
     per_node = {}
@@ -260,8 +250,7 @@ def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, 
 
 
 def test_trials_of_a_lost_node_resume_from_checkpoints_elsewhere(cluster, tiny_base,
-                                                                 lr_space, tmp_path,
-                                                                 monkeypatch):  # fmt: skip
+                                                                 lr_space, tmp_path):  # fmt: skip
     c, workers = cluster
     _, config = tiny_base
     epochs = 6
@@ -285,7 +274,7 @@ def test_trials_of_a_lost_node_resume_from_checkpoints_elsewhere(cluster, tiny_b
     remover.start()
     args = search_args(config, lr_space, tmp_path, "lost", samples=4, epochs=epochs)
     try:
-        code = run(args, SlowNodeTaggedTrainable, monkeypatch)
+        code = run_search_cli(args, SlowNodeTaggedTrainable)
     finally:
         search_over.set()
         remover.join(timeout=30)

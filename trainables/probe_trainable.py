@@ -39,14 +39,11 @@ class ProbeTrainable(tune.Trainable):
         config: dict[str, Any],
         base_config: dict[str, Any],
         prepared: dict[str, Any],
-        fault_injection: dict[str, Any] | None = None,
     ) -> None:
         # one "Checkpoint successfully created" line per trial-epoch drowns Tune's table
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
         self.base_config = base_config
         self.prepared = PreparedData(**prepared)
-        # Test-only: {"marker": path, "epoch": k} makes the trial crash once at epoch k.
-        self.fault_injection = fault_injection
         self._build(config)
 
     def _build(self, config: dict[str, Any]) -> None:
@@ -58,7 +55,6 @@ class ProbeTrainable(tune.Trainable):
         self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
 
     def step(self) -> dict[str, Any]:
-        self._maybe_crash()
         try:
             metrics = self.trainer.train_epoch(on_step=self._note_first_step)
         except Diverged as exc:
@@ -102,13 +98,3 @@ class ProbeTrainable(tune.Trainable):
 
     def cleanup(self) -> None:
         self.trainer.close()
-
-    def _maybe_crash(self) -> None:
-        spec = self.fault_injection
-        if not spec or self.trainer.epoch != spec["epoch"]:
-            return
-        marker = Path(spec["marker"])
-        if marker.exists():
-            return
-        marker.write_text(str(os.getpid()))
-        raise RuntimeError(f"injected crash at epoch {spec['epoch']} (test switch)")

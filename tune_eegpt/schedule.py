@@ -27,6 +27,7 @@ _OVERRIDES = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m tune_eegpt.schedule",
         description="Dry run of the OneCycleLR schedule a probe run would use.",
     )

@@ -11,26 +11,34 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
+import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from search_spaces import SearchSpace, load_space
+from tune_eegpt.atomic_write import atomic_write_text
 from tune_eegpt.config import ConfigError, RunConfig
-from tune_eegpt.search_report import TrialOutcome, classify, summary_lines
+from tune_eegpt.end_state import end_state
+from tune_eegpt.search_report import TrialOutcome, search_summary_lines
 
 METRIC, MODE = "val_auroc", "max"
 SEARCH_INFO = "tune_eegpt_search.json"  # beside Tune's files: what analysis needs to know
 OPTUNA_TRIALS = "optuna_trials.csv"  # the study as Optuna saw it: states, values
 DEFAULT_CONFIG = "synthetic_default.yaml"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tune_eegpt.search",
+        allow_abbrev=False,
         description="Search the OneCycle schedule of the EEGPT linear probe with Ray Tune "
         "(Optuna TPE proposes, ASHA stops weak trials early). With no arguments: the "
         "synthetic corpus and the small encoder, finishing in minutes on a laptop CPU.",
@@ -146,8 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
+    """Command-line arguments -> (run config, search space), every mistake found before
+    any data is prepared or Ray is started (ConfigError, FileNotFoundError, ValueError)."""
+    check_args(args)
+    cfg = base_run_config(args)
+    space = load_space(args.space)
+    cfg = cfg.with_overrides(space.fixed, source=f"space {space.name}: fixed")
+    space.check_values(cfg)
+    if args.resume:
+        storage = storage_path(args.storage)
+        if not args.name:
+            args.name = newest_experiment(storage)
+        elif "://" not in storage and not (Path(storage) / args.name / "tuner.pkl").is_file():
+            raise FileNotFoundError(
+                f"--resume --name {args.name}: no experiment {Path(storage) / args.name} "
+                f"(no tuner.pkl there); experiments under --storage {args.storage}: "
+                f"{_experiments(storage) or 'none'}"
+            )
+    return cfg, space
+
+
 def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.config is not None:
+        if not args.config.is_file():
+            raise FileNotFoundError(f"--config {args.config}: no such file")
         cfg = RunConfig.from_yaml(args.config)
     else:
         cfg = RunConfig.from_yaml(str(resources.files("tune_eegpt") / "configs" / DEFAULT_CONFIG))
@@ -159,8 +190,8 @@ def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.cache_dir is not None:
         overrides["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
     if args.checkpoint is not None:
-        overrides.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
-                         encoder="large")  # fmt: skip
+        overrides["checkpoint"] = str(Path(args.checkpoint).expanduser().resolve())
+        overrides["encoder"] = "large"
     if args.trusted_checkpoint:
         overrides["trusted_checkpoint"] = True
     overrides["threads"] = max(1, int(args.cpus_per_trial))
@@ -175,6 +206,8 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--num-samples", args.num_samples, "an integer >= 1")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         bad("--max-concurrent", args.max_concurrent, "an integer >= 1")
+    if args.epochs is not None and args.epochs < 1:
+        bad("--epochs", args.epochs, "an integer >= 1")
     if args.grace_period < 1:
         bad("--grace-period", args.grace_period, "an integer >= 1")
     if args.reduction_factor < 2:
@@ -187,57 +220,105 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--gpus-per-trial", args.gpus_per_trial, "a number >= 0 (fractions allowed)")
     if args.max_failures < 0:
         bad("--max-failures", args.max_failures, "an integer >= 0")
+    if args.workers < 1:
+        bad("--workers", args.workers, "an integer >= 1")
     if args.resume and not args.name and "://" in args.storage:
         raise ConfigError(f"--resume with --storage {args.storage}: give the experiment's --name")
+    if args.data_root is not None:
+        root = Path(args.data_root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
+        if next(root.rglob("*.edf"), None) is None:
+            raise FileNotFoundError(
+                f"--data-root {args.data_root}: no .edf file in this folder or below; give "
+                "TUAB's 'edf' folder (with train/ and eval/)"
+            )
+    if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
 
 
 def storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+def _experiments(storage: str) -> list[str]:
+    return sorted(p.parent.name for p in Path(storage).glob("*/tuner.pkl"))
+
+
 def newest_experiment(storage: str) -> str:
-    root = Path(storage)
-    found = sorted((p for p in root.glob("*/tuner.pkl")), key=lambda p: p.stat().st_mtime)
+    found = sorted(Path(storage).glob("*/tuner.pkl"), key=lambda p: p.stat().st_mtime)
     if not found:
-        raise FileNotFoundError(f"--resume: no experiment under {root}; give --name")
+        raise FileNotFoundError(f"--resume: no experiment under {storage}; give --name")
     return found[-1].parent.name
 
 
+def resume_command(argv: list[str], name: str) -> str:
+    """The command that resumes this search: the same flags, with --resume --name NAME."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--name":
+            skip = True
+        elif arg != "--resume" and not arg.startswith("--name="):
+            rest.append(arg)
+    return shlex.join(["python", "-m", "tune_eegpt.search", "--resume", "--name", name, *rest])
+
+
+def interrupted_line(experiment: str, argv: Sequence[str] | None, name: str) -> str:
+    """What to type after an interrupt: resume the experiment, or (if Tune had not saved
+    one yet) run the same search again."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "://" in experiment or (Path(experiment) / "tuner.pkl").is_file():
+        return f"interrupted; resume with:\n  {resume_command(argv, name)}"
+    again = resume_command(argv, name).replace(" --resume", "", 1)
+    return f"interrupted before the experiment was saved; nothing to resume. Run again:\n  {again}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
-        check_args(args)
-        cfg = base_run_config(args)
-        from search_spaces import load_space
-
-        space = load_space(args.space)
-        cfg = cfg.with_overrides(space.fixed, source=f"space {space.name}: fixed")
-        if args.resume and not args.name:
-            args.name = newest_experiment(storage_path(args.storage))
+        cfg, space = resolve(args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return run_search(args, cfg, space)
+    if args.name is None:
+        args.name = f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        return run_search(args, cfg, space, argv=argv)
+    except KeyboardInterrupt:  # outside Tune's own SIGINT handling: data, Ray start
+        experiment = f"{storage_path(args.storage).rstrip('/')}/{args.name}"
+        print(f"\n{interrupted_line(experiment, argv, args.name)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ConfigError, FileNotFoundError) as exc:  # found while preparing the data
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
-def run_search(args: argparse.Namespace, cfg: RunConfig, space) -> int:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic table, our columns
-    # snapshot the experiment state at least every second, so that a driver killed hard
-    # loses at most the trials it started in its last second
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+def run_search(
+    args: argparse.Namespace,
+    cfg: RunConfig,
+    space: SearchSpace,
+    trainable: type | None = None,
+    callbacks: Sequence[Any] = (),
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Runs (or resumes) the search ``args`` describe; ``trainable`` defaults to
+    ProbeTrainable, ``callbacks`` are Tune callbacks added to the run. Returns the exit
+    code: 0 done, 1 no trial reported, 130 interrupted."""
+    quiet_third_party_notices()
     phases = PhaseTimer()
     import ray
     from ray import tune
 
-    from trainables import ProbeTrainable
     from tune_eegpt.pipeline import prepare_data
 
+    if trainable is None:
+        from trainables import ProbeTrainable as trainable
     phases.lap("imports")
     storage = storage_path(args.storage)
-    name = args.name or (newest_experiment(storage) if args.resume
-                         else f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}")  # fmt: skip
+    name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
     print(f"preparing data (cache: {Path(cfg.data.cache_dir).expanduser()})", flush=True)
     prepared = prepare_data(cfg, workers=args.workers)
     phases.lap("data")
@@ -250,31 +331,81 @@ def run_search(args: argparse.Namespace, cfg: RunConfig, space) -> int:
     phases.lap("Ray start")
     max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
     trainable = tune.with_resources(
-        tune.with_parameters(ProbeTrainable, base_config=cfg.to_dict(),
-                             prepared=prepared.to_dict(),
-                             fault_injection=getattr(args, "fault_injection", None)),
+        tune.with_parameters(trainable, base_config=cfg.to_dict(), prepared=prepared.to_dict()),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
-    )  # fmt: skip
+    )
     experiment = f"{storage.rstrip('/')}/{name}"
-    if args.resume:
-        print(f"resuming {experiment}", flush=True)
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True)  # fmt: skip
-    else:
-        tuner, study = build_tuner(args, cfg, space, trainable, storage, name, max_concurrent)
-        write_search_info(experiment, args, cfg, space)
-    results = tuner.fit()
+    interrupt = InterruptNotice()
+    with interrupt:
+        if args.resume:
+            print(f"resuming {experiment}", flush=True)
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
+                                       resume_errored=True)  # fmt: skip
+        else:
+            tuner, study = build_tuner(args, cfg, space, trainable, storage, name,
+                                       max_concurrent, callbacks)  # fmt: skip
+            write_search_info(experiment, args, cfg, space)
+        tuner.fit()
     phases.lap("trials")
     if not args.resume:
         write_study(study, experiment)
 
-    outcomes = trial_outcomes(results, list(space.params))
-    for line in summary_lines(outcomes, args.threshold, phases.total(), experiment,
-                              list(space.params)):  # fmt: skip
+    outcomes = trial_outcomes(tune.ExperimentAnalysis(experiment).trials, list(space.params))
+    interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
+    for line in search_summary_lines(outcomes, args.threshold, phases.total(), experiment,
+                                     list(space.params), interrupted):  # fmt: skip
         print(line)
     print(f"time: {phases}")
-    return 0 if outcomes else 1
+    if interrupted:
+        print(interrupted_line(experiment, argv, name), flush=True)
+        return EXIT_INTERRUPTED
+    return 0 if any(o.ended != "crashed" for o in outcomes) else 1
 
+
+def quiet_third_party_notices() -> None:
+    """The plain-Python commands show our lines, not Ray's or Optuna's notices."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic table, our columns
+    # snapshot the experiment state at least every second, so that a driver killed hard
+    # loses at most the trials it started in its last second
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # "Token authentication is enabled/disabled for this Ray cluster...": Ray's default
+    # stays as it is, only the notice goes
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class InterruptNotice(logging.Filter):
+    """While active, notes that Tune saw Ctrl-C and drops its own resume hint
+    (``Tuner.restore(...)``, which is not how this command resumes) and its list of the
+    trials that did not complete: the summary says both in our words."""
+
+    HIDDEN = ("Experiment has been interrupted", "Trials did not complete")
+    LOGGERS = ("ray.tune.tune", "ray.tune")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Stop signal received"):
+            self.seen = True
+        return not message.startswith(self.HIDDEN)
+
+    def __enter__(self) -> InterruptNotice:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
 
 class PhaseTimer:
     """Wall time per phase of the search, for the closing summary."""
@@ -305,23 +436,33 @@ def concurrent_trials(resources: dict[str, float], args: argparse.Namespace) -> 
     return max(1, int(min(fits) + 1e-9))
 
 
-def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str,
-                max_concurrent: int):  # fmt: skip
+def build_tuner(
+    args: argparse.Namespace,
+    cfg: RunConfig,
+    space: SearchSpace,
+    trainable: Any,
+    storage: str,
+    name: str,
+    max_concurrent: int,
+    callbacks: Sequence[Any] = (),
+):
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from tune_eegpt.optuna_searcher import PrunedAwareOptunaSearch
+
     n_startup = min(10, max(3, args.num_samples // 3))
     start = space.start_point(cfg)
-    searcher = _optuna_searcher_class()(
+    searcher = PrunedAwareOptunaSearch(
         space=space.params,
         metric=METRIC,
         mode=MODE,
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=n_startup),
         points_to_evaluate=[start] if start else None,
     )
-    study = searcher._ot_study
+    study = searcher.study
     searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
     scheduler = ASHAScheduler(
         time_attr="epoch",  # rungs in epochs: the same data for every accum_steps
@@ -354,6 +495,7 @@ def build_tuner(args, cfg: RunConfig, space, trainable, storage: str, name: str,
                 checkpoint_score_order=MODE,
             ),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            callbacks=list(callbacks) or None,
             # the trainer's per-step logs (steps.csv, TensorBoard) live in each trial's
             # working directory; copy them to the trial's folder in the storage
             sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -406,10 +548,7 @@ def write_text(experiment: str, name: str, text: str) -> None:
     """Writes ``experiment/name`` on local disk (atomically) or through pyarrow's
     filesystems for a URI (s3://, gs://...), where an object appears whole."""
     if "://" not in experiment:
-        Path(experiment).mkdir(parents=True, exist_ok=True)
-        tmp = Path(experiment) / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, Path(experiment) / name)
+        atomic_write_text(Path(experiment) / name, text)
         return
     import pyarrow.fs as pafs
 
@@ -419,74 +558,21 @@ def write_text(experiment: str, name: str, text: str) -> None:
         out.write(text.encode())
 
 
-def trial_outcomes(results, params: list[str]) -> list[TrialOutcome]:
+def trial_outcomes(trials: list, params: list[str]) -> list[TrialOutcome]:
+    """Tune's trials (as ExperimentAnalysis reads them back) -> how each one ended."""
     outcomes = []
-    for result in results:
-        history = result.metrics_dataframe
-        best = (
-            float(history[METRIC].max())
-            if history is not None and METRIC in history
-            else float("nan")
-        )
-        metrics = result.metrics or {}
+    for trial in trials:
+        last = trial.last_result or None
+        best = trial.metric_analysis.get(METRIC, {}).get("max", float("nan"))
         outcomes.append(
             TrialOutcome(
-                trial_id=metrics.get("trial_id", result.path.rsplit("/", 1)[-1]),
-                config={k: result.config.get(k) for k in params},
-                best_val_auroc=best,
-                ended=classify(metrics, result.error is not None),
+                trial_id=trial.trial_id,
+                config={k: (trial.config or {}).get(k) for k in params},
+                best_val_auroc=float(best),
+                ended=end_state(last, trial.status, trial.status == "ERROR"),
             )
         )
     return outcomes
-
-
-def _optuna_searcher_class():
-    """Ray's OptunaSearch, told the truth about trials that ASHA stopped.
-
-    Out of the box Ray tells Optuna that a trial ASHA stopped is COMPLETE with its last,
-    half-trained value, so TPE mixes low-fidelity scores with finished ones. Here a trial
-    that ended before its schedule did (and neither diverged nor crashed) is PRUNED, with
-    its per-epoch values as intermediate values; finished trials are COMPLETE; crashed
-    ones FAIL. Intermediate values are keyed by epoch, so a trial replayed after a
-    restart reports each epoch once. (Built in a function: ray is imported lazily.)
-    """
-    from optuna.trial import TrialState
-    from ray.tune.search.optuna import OptunaSearch
-
-    class PrunedAwareOptunaSearch(OptunaSearch):
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if trial_id in self._completed_trials or self.metric not in result:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            epoch = int(round(result["epoch"]))
-            frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-            if epoch not in frozen.intermediate_values:
-                ot_trial.report(result[self.metric], epoch)
-
-        def on_trial_complete(
-            self, trial_id: str, result: dict | None = None, error: bool = False
-        ) -> None:
-            if trial_id in self._completed_trials:
-                return
-            if result and not error:
-                # Tune hands the result that made ASHA stop a trial to on_trial_complete
-                # only, never to on_trial_result: record it as the last intermediate value.
-                self.on_trial_result(trial_id, result)
-            ot_trial = self._ot_trials[trial_id]
-            value = None if not result else result.get(self.metric)
-            if error or value is None:
-                state, value = TrialState.FAIL, None
-            elif result.get("diverged") or result.get("schedule_done"):
-                state = TrialState.COMPLETE  # a diverged trial is complete at chance level
-            else:
-                state, value = TrialState.PRUNED, None  # stopped early by the scheduler
-            try:
-                self._ot_study.tell(ot_trial, value, state=state)
-            except Exception as exc:  # e.g. a NaN value: keep the search going, say so
-                logger.warning("Optuna refused the result of %s: %s", trial_id, exc)
-            self._completed_trials.add(trial_id)
-
-    return PrunedAwareOptunaSearch
 
 
 if __name__ == "__main__":

@@ -5,37 +5,45 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tune_eegpt.end_state import END_STATES, EndState
+
+# How the summary names each end state; a trial still running when the search stopped
+# was interrupted.
+ENDED_AS = {
+    "finished": "finished",
+    "stopped": "stopped by ASHA",
+    "diverged": "diverged",
+    "crashed": "crashed",
+    "running": "interrupted",
+}
+
 
 @dataclass
 class TrialOutcome:
     trial_id: str
     config: dict[str, Any]
     best_val_auroc: float
-    ended: str  # finished | stopped | diverged | error
+    ended: EndState
 
 
-def classify(last_result: dict[str, Any] | None, error: bool) -> str:
-    if error or not last_result:
-        return "error"
-    if last_result.get("diverged"):
-        return "diverged"
-    if last_result.get("schedule_done"):
-        return "finished"
-    return "stopped"  # ended before its schedule did, without error: stopped by ASHA
-
-
-def summary_lines(
-    outcomes: list[TrialOutcome], threshold: float, wall_s: float, where: str, params: list[str]
+def search_summary_lines(
+    outcomes: list[TrialOutcome],
+    threshold: float,
+    wall_s: float,
+    where: str,
+    params: list[str],
+    interrupted: bool = False,
 ) -> list[str]:
-    counts = {
-        k: sum(o.ended == k for o in outcomes) for k in ("finished", "stopped", "diverged", "error")
-    }
-    lines = [
-        f"trials: {len(outcomes)}  finished {counts['finished']}, stopped by ASHA "
-        f"{counts['stopped']}, diverged {counts['diverged']}, errored {counts['error']}",
-    ]
+    counts = ", ".join(
+        f"{ENDED_AS[state]} {sum(o.ended == state for o in outcomes)}"
+        for state in END_STATES
+        if state != "running" or interrupted
+    )
+    lines = [f"trials: {len(outcomes)}  {counts}"]
     ranked = sorted(
-        (o for o in outcomes if o.ended != "error"), key=lambda o: o.best_val_auroc, reverse=True
+        (o for o in outcomes if o.ended != "crashed" and o.best_val_auroc == o.best_val_auroc),
+        key=lambda o: o.best_val_auroc,
+        reverse=True,
     )
     if ranked:
         best = ranked[0]
@@ -49,6 +57,8 @@ def summary_lines(
             f"{sum(o.best_val_auroc >= threshold for o in ranked)} of {len(outcomes)}",
         ]
     lines += [f"wall time: {wall_s:.1f} s", f"results: {where}"]
+    if not interrupted:
+        lines.append(f"next: python -m analysis report {where}")
     return lines
 
 

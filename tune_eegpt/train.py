@@ -18,6 +18,7 @@ from tune_eegpt.training.checkpoint import CheckpointError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m tune_eegpt.train", description=__doc__.split("\n")[0]
     )
     p.add_argument("--config", type=Path, required=True, help="run config YAML")

@@ -57,6 +57,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m tune_eegpt.data",
         description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
     )
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     prepare = commands.add_parser(
         "prepare",
+        allow_abbrev=False,
         help="build (or reuse) the window cache of an EDF tree",
         description="Index {train,eval}/{normal,abnormal}/**/*.edf under --data-root, read and "
         "preprocess every recording with MNE (channels, band-pass, notch, resample, windows), "
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser(
         "synth",
+        allow_abbrev=False,
         help="write the synthetic TUAB-like corpus (EDF files)",
         description="Write a synthetic corpus in TUAB's layout, naming and channel labels.",
     )
@@ -93,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     info = commands.add_parser(
-        "info", help="summarise a window cache",
+        "info",
+        allow_abbrev=False,
+        help="summarise a window cache",
         description="Summarise a cache directory, or every complete cache directly under DIR.",
     )  # fmt: skip
     info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")

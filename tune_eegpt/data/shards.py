@@ -8,19 +8,18 @@ statistics travel in the schema metadata.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from tune_eegpt.atomic_write import TEMP_MARK as TEMP_MARK  # where the cache builder looks
+from tune_eegpt.atomic_write import atomic_path, atomic_write_bytes
 from tune_eegpt.data.preprocess import RecordingWindows
 
 SHARD_SUFFIX = ".arrow"
 REJECTION_SUFFIX = ".rejected.json"
-TEMP_MARK = ".tmp-"
 METADATA_KEY = b"tune_eegpt"
 
 META_COLUMNS = {
@@ -33,20 +32,6 @@ META_COLUMNS = {
     "window_index": pa.int32(),
     "start_s": pa.float64(),
 }
-
-
-def temp_path(final: Path) -> Path:
-    """A hidden sibling name that names its writer's pid (for stale-file cleanup)."""
-    return final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def atomic_write_bytes(final: Path, data: bytes) -> None:
-    tmp = temp_path(final)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
 
 
 def atomic_write_json(final: Path, obj: object) -> None:
@@ -72,10 +57,9 @@ def write_shard(final: Path, result: RecordingWindows, row: dict, stats: dict) -
     metadata = {**stats, "shape": [n, n_channels, n_times], "dtype": str(result.windows.dtype)}
     batch = pa.record_batch(list(columns.values()), names=list(columns))
     batch = batch.replace_schema_metadata({METADATA_KEY: json.dumps(metadata)})
-    tmp = temp_path(final)
-    with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
 
 
 class MappedShard:

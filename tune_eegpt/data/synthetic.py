@@ -17,9 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import edfio
 import numpy as np
 import pandas as pd
 
+from tune_eegpt.atomic_write import atomic_path
 from tune_eegpt.data.synthetic_signal import (
     draw_subject,
     synthesize_eeg,
@@ -113,14 +111,8 @@ def write_synthetic_corpus(out: str | Path, spec: SyntheticSpec) -> pd.DataFrame
     out = Path(out).expanduser()
     if out.exists():
         raise FileExistsError(f"{out} exists; synthetic corpora are written to a new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(out) as tmp:
         plan = _write_into(tmp, spec)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return plan
 
 

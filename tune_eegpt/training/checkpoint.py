@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from tune_eegpt.atomic_write import atomic_path
 
 CHECKPOINT_FORMAT = "tune-eegpt/probe-trainer/v1"
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
@@ -28,17 +28,8 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
     a reader sees the old file or the complete new one, never a half-written one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

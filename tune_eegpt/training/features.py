@@ -24,9 +24,7 @@ import contextlib
 import hashlib
 import itertools
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -37,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tune_eegpt.atomic_write import atomic_path
 from tune_eegpt.training.batches import BatchSource
 
 SCHEMA_VERSION = 1
@@ -96,25 +95,22 @@ def build_feature_cache(
     was_training = encoder.training
     home = next(encoder.parameters(), torch.empty(0)).device
     encoder.eval().to(device)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         batches = _encode(encoder, windows, batch_size, device, _NUMPY_DTYPES[dtype])
         first = next(batches)  # its shape fixes the schema; written first below
         schema = _schema(
             first[0].shape[1:], encoder_hash, key, dtype, n_rows, _recording_ids(windows)
         )
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            with tqdm(
-                total=n_rows, desc=f"features {key}", unit="win", disable=not progress
-            ) as bar:
-                for feats, labels, ids in itertools.chain([first], batches):
-                    writer.write_batch(_record_batch(schema, feats, labels, ids))
-                    bar.update(len(feats))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+                with tqdm(
+                    total=n_rows, desc=f"features {key}", unit="win", disable=not progress
+                ) as bar:
+                    for feats, labels, ids in itertools.chain([first], batches):
+                        writer.write_batch(_record_batch(schema, feats, labels, ids))
+                        bar.update(len(feats))
     finally:
         encoder.train(was_training).to(home)  # as the caller left it
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     return path
 
 

@@ -1,0 +1,99 @@
+"""PrunedAwareOptunaSearch against Ray's OptunaSearch directly: no Tuner, no Ray cluster."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from tune_eegpt.optuna_searcher import PrunedAwareOptunaSearch, check_ray_internals
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = {"max_lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+
+
+def searcher() -> PrunedAwareOptunaSearch:
+    return PrunedAwareOptunaSearch(
+        space=SPACE,
+        metric="val_auroc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+
+def report(epoch: int, auroc: float, **flags) -> dict:
+    return {"epoch": float(epoch), "val_auroc": auroc, "diverged": 0, "schedule_done": 0,
+            **flags}  # fmt: skip
+
+
+def frozen(s: PrunedAwareOptunaSearch, number: int):
+    return s.study.get_trials(deepcopy=False)[number]
+
+
+def test_stopped_trial_is_pruned_with_its_per_epoch_values():
+    s = searcher()
+    assert s.suggest("a") is not None
+    s.on_trial_result("a", report(1, 0.61))
+    # ASHA's stopping result reaches on_trial_complete only
+    s.on_trial_complete("a", report(2, 0.64))
+    t = frozen(s, 0)
+    assert t.state == TrialState.PRUNED
+    assert t.intermediate_values == {1: 0.61, 2: 0.64}
+    assert t.value == 0.64  # Optuna gives a pruned trial its last intermediate value
+
+
+def test_finished_trial_is_complete_with_its_last_value():
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_result("a", report(1, 0.7))
+    s.on_trial_complete("a", report(2, 0.75, schedule_done=1))
+    t = frozen(s, 0)
+    assert (t.state, t.value) == (TrialState.COMPLETE, 0.75)
+    assert t.intermediate_values == {1: 0.7, 2: 0.75}
+
+
+def test_diverged_trial_is_complete_at_chance_level():
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_complete("a", report(1, 0.5, diverged=1))
+    assert (frozen(s, 0).state, frozen(s, 0).value) == (TrialState.COMPLETE, 0.5)
+
+
+def test_errored_trial_fails():
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_result("a", report(1, 0.66))
+    s.on_trial_complete("a", None, error=True)
+    t = frozen(s, 0)
+    assert t.state == TrialState.FAIL and t.value is None
+    assert t.intermediate_values == {1: 0.66}
+
+
+def test_restarted_trial_does_not_record_a_step_twice():
+    s = searcher()
+    s.suggest("a")
+    s.on_trial_result("a", report(1, 0.60))
+    s.on_trial_result("a", report(2, 0.62))
+    # the trial crashed after epoch 2 and restarted from its epoch-1 checkpoint
+    s.on_trial_result("a", report(2, 0.63))
+    s.on_trial_result("a", report(3, 0.65))
+    s.on_trial_complete("a", report(3, 0.65, schedule_done=1))
+    t = frozen(s, 0)
+    assert t.intermediate_values == {1: 0.60, 2: 0.62, 3: 0.65}
+    assert (t.state, t.value) == (TrialState.COMPLETE, 0.65)
+
+
+def test_plain_optuna_search_would_call_a_stopped_trial_complete():
+    """Why the subclass exists: Ray's own searcher records the stopped trial as COMPLETE."""
+    plain = OptunaSearch(space=SPACE, metric="val_auroc",
+                         mode="max", sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    plain.suggest("a")
+    plain.on_trial_complete("a", report(2, 0.64))
+    assert plain._ot_study.get_trials()[0].state == TrialState.COMPLETE
+
+
+def test_missing_ray_internals_are_named_with_the_ray_version():
+    s = searcher()
+    check_ray_internals(s)
+    del s._completed_trials
+    with pytest.raises(RuntimeError, match=r"ray 2\.\d+.*: OptunaSearch has no _completed_trials"):
+        check_ray_internals(s)
