@@ -10,8 +10,8 @@ import pandas as pd
 
 from analysis.load import Experiment
 from tune_eegpt.config import RunConfig
-from tune_eegpt.schedule import summary_lines
-from tune_eegpt.training.schedule import dry_run
+from tune_eegpt.schedule import schedule_summary_lines
+from tune_eegpt.training.onecycle import dry_run
 from tune_eegpt.training.schedule_plot import plot_schedule
 
 
@@ -72,6 +72,6 @@ def export_config(
     yaml_path = out / f"{name}.yaml"
     yaml_path.write_text(header + cfg.to_yaml())
     summary = out / f"{name}_schedule.txt"
-    summary.write_text("\n".join(summary_lines(cfg, run, batches)) + "\n")
+    summary.write_text("\n".join(schedule_summary_lines(cfg, run, batches)) + "\n")
     plot = plot_schedule(run, out / f"{name}_schedule.png", title=f"{name}: OneCycleLR")
     return {"config": yaml_path, "schedule_summary": summary, "schedule_plot": plot}

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from tune_eegpt.config import STANDARD_10_20
-from tune_eegpt.models.eegpt import ENCODER_SIZES, EEGPTEncoder
+from tune_eegpt.models.eegpt import ENCODER_SIZES, EEGPTEncoder, eegpt_encoder
 from tune_eegpt.models.probe import ChannelAdapter, LinearProbeHead
 from tune_eegpt.training.features import FeatureBatches, build_feature_cache
 
@@ -194,7 +194,7 @@ def main() -> None:
         report["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps(report))
     for size in args.sizes:
-        enc = ENCODER_SIZES[size](CHANNELS).eval().requires_grad_(False).to(device)
+        enc = eegpt_encoder(size, CHANNELS).eval().requires_grad_(False).to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         wps = encoder_throughput(enc, args, device)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tune_eegpt.config import RunConfig  # noqa: E402
-from tune_eegpt.models.eegpt import ENCODER_SIZES  # noqa: E402
+from tune_eegpt.models.eegpt import eegpt_encoder  # noqa: E402
 from tune_eegpt.pipeline import (  # noqa: E402
     PreparedData,
     build_trainer,
@@ -79,7 +79,7 @@ class RandomFeatures(nn.Module):
 
 def random_feature_cache(cfg: RunConfig, prepared: PreparedData, size: str, out: Path) -> str:
     cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
-    enc = ENCODER_SIZES[size](list(cache.channels))
+    enc = eegpt_encoder(size, list(cache.channels))
     n_samples = round(cfg.data.window_s * cfg.data.sfreq)
     shape = (enc.num_patches(n_samples), enc.num_summary_tokens, enc.embed_dim)
     from tune_eegpt.data.window_cache import WindowSplit

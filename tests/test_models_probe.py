@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tune_eegpt.config import ProbeConfig
+from tune_eegpt.config import ConfigError, ProbeConfig, RunConfig
 from tune_eegpt.models.probe import (
     ChannelAdapter,
     LinearProbeHead,
@@ -68,9 +68,16 @@ def test_renorm_only_shrinks_rows_above_the_bound() -> None:
 def test_build_probe_from_config() -> None:
     adapter, head = build_probe(ProbeConfig(), n_channels=19, n_patches=16, embed_dim=64)
     assert adapter is None and head.feature_shape == (16, 4, 64)
-    cfg = ProbeConfig(adapter=True, adapter_channels=12, hidden=8, dropout=0.1)
+    cfg = ProbeConfig(adapter=True, hidden=8, dropout=0.1)
     adapter, head = build_probe(cfg, n_channels=19, n_patches=16, embed_dim=64)
     assert isinstance(adapter, ChannelAdapter)
-    assert (adapter.in_channels, adapter.out_channels) == (19, 12)
+    assert (adapter.in_channels, adapter.out_channels) == (19, 19)
     assert head.probe1.out_features == 8 and head.drop.p == 0.1
-    assert adapter(torch.randn(2, 19, 128)).shape == (2, 12, 128)
+    assert adapter(torch.randn(2, 19, 128)).shape == (2, 19, 128)
+
+
+def test_adapter_channels_is_no_longer_a_setting() -> None:
+    """It crashed every run whose value differed from the data's channel count (the
+    encoder is built for the data's channel names); now it is an unknown key."""
+    with pytest.raises(ConfigError, match="adapter_channels"):
+        RunConfig.from_dict({"probe": {"adapter": True, "adapter_channels": 12}})

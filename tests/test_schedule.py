@@ -5,8 +5,8 @@ import pytest
 
 from probe_fixtures import onecycle_cos_lr, record_lrs_used, toy_trainer
 from tune_eegpt import schedule as schedule_cli
-from tune_eegpt.config import ConfigError, RunConfig
-from tune_eegpt.training.schedule import dry_run, schedule_length
+from tune_eegpt.config import ConfigError
+from tune_eegpt.training.onecycle import check_warmup, dry_run, schedule_length
 
 
 @pytest.mark.parametrize(
@@ -68,10 +68,9 @@ def test_dry_run_equals_what_the_trainer_uses():
 
 
 def test_warmup_ending_before_first_step_is_refused():
-    cfg = RunConfig().with_overrides({"pct_start": 0.1, "epochs": 1, "accum_steps": 1})
     with pytest.raises(ConfigError, match=r"pct_start=0.1 with total_steps=10"):
-        cfg.validate_for_batches(10)
-    cfg.with_overrides({"pct_start": 0.11}).validate_for_batches(10)
+        check_warmup(0.1, batches_per_epoch=10, accum_steps=1, epochs=1)
+    check_warmup(0.11, batches_per_epoch=10, accum_steps=1, epochs=1)
 
 
 def test_schedule_cli_without_config(tmp_path, capsys):

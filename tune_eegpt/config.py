@@ -66,8 +66,9 @@ class ModelConfig:
 
 @dataclass
 class ProbeConfig:
-    adapter: bool = False  # trainable 1x1 channel adapter in front of the encoder
-    adapter_channels: int | None = None  # None -> as many as the data has
+    # trainable 1x1 channel adapter in front of the encoder: mixes the data's channels
+    # into as many channels, which keep their names (and channel embeddings)
+    adapter: bool = False
     dropout: float = 0.5
     hidden: int = 16
 
@@ -257,13 +258,6 @@ class RunConfig:
             d.synthetic_subjects,
             "an integer >= 4",
         )
-
-    def validate_for_batches(self, batches_per_epoch: int) -> None:
-        """Checks that need the number of batches: the schedule must have a warm-up step."""
-        from tune_eegpt.training.schedule import check_warmup  # no cycle at import time
-
-        t = self.train
-        check_warmup(self.schedule.pct_start, batches_per_epoch, t.accum_steps, t.epochs)
 
     # ---- identity ------------------------------------------------------------------
     def outcome_fields(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from tune_eegpt.config import ConfigError, RunConfig
-from tune_eegpt.training.schedule import ScheduleDryRun, dry_run, milestones
+from tune_eegpt.training.onecycle import ScheduleDryRun, dry_run, milestones
 from tune_eegpt.training.schedule_plot import plot_schedule
 
 _OVERRIDES = {
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def summary_lines(cfg: RunConfig, run: ScheduleDryRun, batches: int) -> list[str]:
+def schedule_summary_lines(cfg: RunConfig, run: ScheduleDryRun, batches: int) -> list[str]:
     s, t = cfg.schedule, cfg.train
     lines = [
         f"batches per epoch   {batches}  (accum_steps {t.accum_steps}, epochs {t.epochs})",
@@ -79,12 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
         overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
         cfg = cfg.with_overrides(overrides, source="command line")
-        cfg.validate_for_batches(args.batches_per_epoch)
         run = dry_run(cfg.schedule, args.batches_per_epoch, cfg.train.accum_steps, cfg.train.epochs)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(summary_lines(cfg, run, args.batches_per_epoch)))
+    print("\n".join(schedule_summary_lines(cfg, run, args.batches_per_epoch)))
     if args.csv:
         write_csv(run, args.csv)
         print(f"wrote {args.csv}")

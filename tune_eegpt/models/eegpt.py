@@ -31,6 +31,8 @@ import pickle
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -251,7 +253,7 @@ class EEGPTEncoder(nn.Module):
         ``trusted=True`` allows unpickling arbitrary objects (needed for Lightning
         checkpoints on torch >= 2.6): only for files from a source you trust.
         """
-        state = convert_eegpt_state_dict(load_checkpoint_file(path, trusted=trusted))
+        state = convert_eegpt_state_dict(read_encoder_checkpoint(path, trusted=trusted))
         sizes = infer_sizes(state, num_heads=num_heads, source=str(path))
         model = cls(channels=channels, input_scale=input_scale, **sizes)
         load_state_dict_strict(model, state, source=str(path))
@@ -320,9 +322,6 @@ def convert_eegpt_state_dict(obj: Any) -> dict[str, Tensor]:
     return state
 
 
-KNOWN_NUM_HEADS = {512: 8, 64: 4}  # embed_dim -> heads of the named sizes
-
-
 def infer_sizes(
     state: Mapping[str, Tensor], num_heads: int | None = None, source: str = "checkpoint"
 ) -> dict[str, Any]:
@@ -344,12 +343,13 @@ def infer_sizes(
     embed_dim, _, _, patch_size = patch_weight.shape
     block_ids = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
     if num_heads is None:
-        if embed_dim not in KNOWN_NUM_HEADS:
+        known_heads = {s.embed_dim: s.num_heads for s in ENCODER_SIZES.values()}
+        if embed_dim not in known_heads:
             raise ValueError(
                 f"{source}: embed_dim={embed_dim} is not a known EEGPT size; pass num_heads "
                 "(it cannot be read from the weights)"
             )
-        num_heads = KNOWN_NUM_HEADS[embed_dim]
+        num_heads = known_heads[embed_dim]
     return {
         "embed_dim": int(embed_dim),
         "depth": max(block_ids) + 1,
@@ -360,7 +360,7 @@ def infer_sizes(
     }
 
 
-def load_checkpoint_file(path: str | Path, *, trusted: bool = False) -> Any:
+def read_encoder_checkpoint(path: str | Path, *, trusted: bool = False) -> Any:
     """``torch.load`` on CPU, safely (``weights_only=True``) unless ``trusted``.
 
     Lightning ``.ckpt`` files pickle extra objects (hyperparameters, callbacks), which
@@ -415,41 +415,47 @@ def _corrupt(path: Path, reason: str) -> ValueError:
 # ---- named sizes ----------------------------------------------------------------------
 
 
-def eegpt_large(
-    channels: Sequence[str], *, input_scale: float = 1e-3, init_seed: int = 0
+@dataclass(frozen=True)
+class EncoderSize:
+    """A named encoder: constructor sizes, the std of its random weights, and the unit it
+    expects (``input_scale`` turns microvolt windows into it)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    input_scale: float
+    init_std: float = INIT_STD
+    patch_size: int = 64
+    mlp_ratio: float = 4.0
+    num_summary_tokens: int = 4
+
+    def constructor_sizes(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "input_scale"}
+
+
+ENCODER_SIZES = {
+    # the released checkpoint's size: 25.3M parameters; expects millivolts
+    "large": EncoderSize(embed_dim=512, depth=8, num_heads=8, input_scale=1e-3),
+    # for CPU runs (~0.1M parameters): random weights (drawn wider) work on microvolts
+    "small": EncoderSize(embed_dim=64, depth=2, num_heads=4, input_scale=1.0,
+                         init_std=SMALL_INIT_STD),  # fmt: skip
+}
+
+
+def eegpt_encoder(
+    size: str, channels: Sequence[str], *, input_scale: float | None = None, init_seed: int = 0
 ) -> EEGPTEncoder:
-    """The released checkpoint's size: 25.3M parameters; expects millivolts."""
+    """A randomly initialised encoder of a named size (``ENCODER_SIZES``), deterministic
+    from ``init_seed``; ``input_scale`` defaults to the size's unit."""
+    spec = ENCODER_SIZES[size]
+    scale = spec.input_scale if input_scale is None else input_scale
     return EEGPTEncoder(
-        channels=channels,
-        embed_dim=512,
-        depth=8,
-        num_heads=8,
-        patch_size=64,
-        input_scale=input_scale,
-        init_seed=init_seed,
+        channels=channels, input_scale=scale, init_seed=init_seed, **spec.constructor_sizes()
     )
 
 
-def eegpt_small(
-    channels: Sequence[str], *, input_scale: float = 1.0, init_seed: int = 0
-) -> EEGPTEncoder:
-    """An EEGPT-shaped encoder for CPU runs (~0.1M parameters); random weights work on
-    microvolt input. Its weights are the reference initialisation drawn with a wider std
-    (``SMALL_INIT_STD``), deterministic from ``init_seed``."""
-    return EEGPTEncoder(
-        channels=channels,
-        embed_dim=64,
-        depth=2,
-        num_heads=4,
-        patch_size=64,
-        input_scale=input_scale,
-        init_seed=init_seed,
-        init_std=SMALL_INIT_STD,
-    )
-
-
-ENCODER_SIZES = {"large": eegpt_large, "small": eegpt_small}
-DEFAULT_INPUT_SCALE = {"large": 1e-3, "small": 1.0}  # microvolt windows -> the encoder's unit
+eegpt_large = partial(eegpt_encoder, "large")
+eegpt_small = partial(eegpt_encoder, "small")
 
 
 def build_encoder(model_cfg: ModelConfig, channels: list[str]) -> EEGPTEncoder | None:
@@ -463,9 +469,8 @@ def build_encoder(model_cfg: ModelConfig, channels: list[str]) -> EEGPTEncoder |
     if model_cfg.encoder == "none":
         return None
     name = model_cfg.encoder
-    input_scale = model_cfg.input_scale
-    if input_scale is None:
-        input_scale = DEFAULT_INPUT_SCALE[name]
+    spec = ENCODER_SIZES[name]
+    input_scale = spec.input_scale if model_cfg.input_scale is None else model_cfg.input_scale
     if model_cfg.checkpoint is not None:
         encoder = EEGPTEncoder.from_checkpoint(
             model_cfg.checkpoint,
@@ -473,17 +478,16 @@ def build_encoder(model_cfg: ModelConfig, channels: list[str]) -> EEGPTEncoder |
             input_scale=input_scale,
             trusted=model_cfg.trusted_checkpoint,
         )
-        named = ENCODER_SIZES[name](channels)
-        if (encoder.embed_dim, encoder.depth) != (named.embed_dim, named.depth):
+        if (encoder.embed_dim, encoder.depth) != (spec.embed_dim, spec.depth):
             raise ValueError(
                 f"model.checkpoint {model_cfg.checkpoint} holds an encoder of width "
                 f"{encoder.embed_dim} and depth {encoder.depth}, but model.encoder={name!r} "
-                f"is width {named.embed_dim}, depth {named.depth}; set model.encoder to the "
+                f"is width {spec.embed_dim}, depth {spec.depth}; set model.encoder to the "
                 "checkpoint's size"
             )
     else:
-        encoder = ENCODER_SIZES[name](
-            channels, input_scale=input_scale, init_seed=model_cfg.encoder_seed
+        encoder = eegpt_encoder(
+            name, channels, input_scale=input_scale, init_seed=model_cfg.encoder_seed
         )
     encoder.eval()
     encoder.requires_grad_(False)

@@ -88,14 +88,13 @@ def build_probe(
 ) -> tuple[ChannelAdapter | None, LinearProbeHead]:
     """The trainable parts of a run: (adapter or None, head).
 
-    The adapter maps the data's ``n_channels`` to ``probe_cfg.adapter_channels`` (default:
-    as many), which is then the number of channels the encoder must be built for.
+    The adapter mixes the data's ``n_channels`` into as many channels, so the encoder is
+    built for the data's channel names.
     Parameters are drawn from torch's global RNG, so seed it first.
     """
     adapter = None
     if probe_cfg.adapter:
-        out_channels = probe_cfg.adapter_channels or n_channels
-        adapter = ChannelAdapter(n_channels, out_channels, max_norm=1.0)
+        adapter = ChannelAdapter(n_channels, n_channels, max_norm=1.0)
     head = LinearProbeHead(
         n_patches,
         embed_dim,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tune_eegpt.training.schedule import ScheduleDryRun
+from tune_eegpt.training.onecycle import ScheduleDryRun
 
 
 def plot_schedule(run: ScheduleDryRun, path: str | Path, title: str = "OneCycleLR") -> Path:

@@ -30,7 +30,7 @@ from tune_eegpt.training.checkpoint import (
     save_atomic,
 )
 from tune_eegpt.training.metrics import binary_metrics, recording_level
-from tune_eegpt.training.schedule import build_onecycle, schedule_length
+from tune_eegpt.training.onecycle import build_onecycle, check_warmup, schedule_length
 
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -90,7 +90,7 @@ class ProbeTrainer:
         )
 
         self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
-        cfg.validate_for_batches(self.batches_per_epoch)
+        check_warmup(cfg.schedule.pct_start, self.batches_per_epoch, t.accum_steps, t.epochs)
         self.steps_per_epoch, self.total_steps = schedule_length(
             self.batches_per_epoch, t.accum_steps, t.epochs
         )
