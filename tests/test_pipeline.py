@@ -1,6 +1,8 @@
 """The run config -> caches -> trainer path, in both modes, on the tiny synthetic corpus."""
 
+import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from tune_eegpt.config import RunConfig
 from tune_eegpt.data.window_cache import WindowSplit
@@ -19,7 +21,8 @@ def test_cached_features_mode_trains_the_head_on_the_feature_cache(tiny_base):
     assert x.shape == (2, 16, 4, 64)  # (B, N patches, 4 summary tokens, D) of the small encoder
     metrics = trainer.train_epoch()
     assert metrics["global_step"] == trainer.steps_per_epoch
-    assert 0.0 <= metrics["val_auroc"] <= 1.0
+    y, p = trainer.predict(trainer.val_data)
+    assert metrics["val_auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
 def test_adapter_mode_runs_the_frozen_encoder_live_on_the_window_cache(tiny_base):
