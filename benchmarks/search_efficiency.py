@@ -74,43 +74,24 @@ def recorder_class():
     return EpochRecorder
 
 
-def with_recorder(run, recorder) -> None:
-    """Runs ``run()`` with ``recorder`` added to the callbacks of every Tuner it builds."""
-    import ray.tune
-
-    original = ray.tune.Tuner
-
-    def tuner(*args: Any, run_config=None, **kwargs: Any):
-        run_config = run_config or ray.tune.RunConfig()
-        run_config.callbacks = [*(run_config.callbacks or []), recorder]
-        return original(*args, run_config=run_config, **kwargs)
-
-    ray.tune.Tuner = tuner
-    try:
-        run()
-    finally:
-        ray.tune.Tuner = original
-
-
 def product_args(args: argparse.Namespace, seed: int, name: str) -> argparse.Namespace:
     from tune_eegpt import search
 
     return search.build_parser().parse_args(
         ["--num-samples", str(args.num_samples), "--max-concurrent", str(args.max_concurrent),
          "--seed", str(seed), "--storage", str(args.workdir / "runs"), "--name", name,
-         "--cache-dir", str(args.workdir / "cache"), "--epochs", str(args.epochs)]
+         "--cache-dir", str(args.workdir / "cache"), "--epochs", str(args.epochs),
+         "--space", "paper"]
     )  # fmt: skip
 
 
 def run_asha_tpe(args: argparse.Namespace, seed: int) -> list[dict]:
-    from search_spaces import load_space
     from tune_eegpt import search
 
-    space = load_space("paper")
     targs = product_args(args, seed, f"asha_tpe-{seed}-{int(time.time())}")
-    cfg = search.base_run_config(targs).with_overrides(space.fixed)
+    cfg, space = search.resolve(targs)
     recorder = recorder_class()()
-    with_recorder(lambda: search.run_search(targs, cfg, space), recorder)
+    search.run_search(targs, cfg, space, callbacks=[recorder])
     return recorder.rows
 
 
@@ -125,7 +106,7 @@ def run_plain(args: argparse.Namespace, kind: str, seed: int) -> list[dict]:
     from tune_eegpt.pipeline import prepare_data
 
     targs = product_args(args, seed, f"{kind}-{seed}-{int(time.time())}")
-    cfg = search.base_run_config(targs).with_overrides({"batch_size": 64})
+    cfg, _ = search.resolve(targs)  # the paper space's fixed values: batch_size 64
     prepared = prepare_data(cfg, workers=2, progress=False)
     trainable = tune.with_resources(
         tune.with_parameters(ProbeTrainable, base_config=cfg.to_dict(),

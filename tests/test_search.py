@@ -62,6 +62,7 @@ def trial_rows(experiment):
     return rows
 
 
+@pytest.mark.slow
 def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, base, tmp_path):
     folder, config = base
     space = write_space(
@@ -92,6 +93,7 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, ba
     assert (trial_dir / "steps.csv").is_file()
 
 
+@pytest.mark.slow
 def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, base, tmp_path):
     folder, config = base
     space = write_space(tmp_path, "one", {"max_lr": {"distribution": "choice", "values": [3e-3]}})
@@ -112,6 +114,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, bas
         assert by_epoch[4.0][key] == clean[-1][key], key
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_path, capsys):
     folder, config = base
     space = write_space(
@@ -134,6 +137,7 @@ def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_p
     assert f"next: python -m analysis report {tmp_path / 'div'}\n" in out
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, base, tmp_path):
     folder, config = base
     space = write_space(tmp_path, "k", {"max_lr": {"distribution": "loguniform",
@@ -169,6 +173,75 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
     # A trial started after the driver's last state snapshot is unknown to Tune: its
     # folder stays behind, outside the experiment, and its configuration runs again.
     assert len(set(after) - in_state) <= 1
+
+
+def search_command(config, space, storage, name, address, *extra):
+    return [sys.executable, "-m", "tune_eegpt.search", "--config", str(config), "--space",
+            str(space), "--storage", str(storage), "--name", name, "--address", address,
+            *extra]  # fmt: skip
+
+
+def plain_user_env(tmp_path):
+    """The environment a user's shell has: no RAY_AUTH_MODE (Ray would then print its
+    token notice), and a HOME of its own for the token Ray writes."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["HOME"] = str(tmp_path / "home")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                         env.get("PYTHONPATH", "")])  # fmt: skip
+    return env
+
+
+QUIET = ("Token authentication", "ExperimentalWarning", "Tuner.restore", "Traceback",
+         "AttributeError")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base, tmp_path):
+    folder, config = base
+    space = write_space(tmp_path, "c", {"max_lr": {"distribution": "loguniform",
+                                                   "low": 1e-3, "high": 1e-2}})  # fmt: skip
+    flags = ["--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4"]
+    cmd = search_command(config, space, tmp_path, "ctrlc", ray_cluster, *flags)
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=plain_user_env(tmp_path))  # fmt: skip
+    experiment = tmp_path / "ctrlc"
+    deadline = time.time() + 180
+    while time.time() < deadline and not any(trial_rows(experiment).values()):
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 130, out[-3000:]
+    for noise in QUIET:
+        assert noise not in out, noise
+    resume = search.resume_command(cmd[3:], "ctrlc")
+    assert f"interrupted; resume with:\n  {resume}\n" in out
+    from ray.tune import ExperimentAnalysis
+
+    statuses = [t.status for t in ExperimentAnalysis(str(experiment)).trials]
+    running = sum(s in ("RUNNING", "PENDING", "PAUSED") for s in statuses)
+    assert running >= 1
+    summary = next(line for line in out.splitlines() if line.startswith("trials: "))
+    assert summary.endswith(f", crashed 0, interrupted {running}"), summary
+    assert "next: python -m analysis report" not in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_trials_start_is_one_clear_line(ray_cluster, base, tmp_path):
+    folder, config = base
+    space = write_space(tmp_path, "e", {"max_lr": {"distribution": "choice",
+                                                   "values": [3e-3]}})  # fmt: skip
+    cmd = search_command(config, space, tmp_path, "early", ray_cluster, "--num-samples", "1")
+    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=plain_user_env(tmp_path))  # fmt: skip
+    first = driver.stdout.readline()
+    assert first.startswith("preparing data"), first
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=180)
+    out = first + out
+    assert driver.returncode == 130, out[-3000:]
+    for noise in QUIET:
+        assert noise not in out, noise
+    assert "interrupted" in out and "python -m tune_eegpt.search " in out
 
 
 def test_bad_flags_give_clear_errors(capsys):
