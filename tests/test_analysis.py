@@ -37,6 +37,7 @@ def experiment(experiment_dir):
     return load_experiment(experiment_dir)
 
 
+@pytest.mark.slow
 def test_trials_frame_has_a_row_per_trial_and_how_each_ended(experiment, experiment_dir):
     trials = experiment.trials
     assert len(trials) == NUM_TRIALS == len(list(experiment_dir.glob("*/result.json")))
@@ -63,6 +64,7 @@ def test_trials_frame_has_a_row_per_trial_and_how_each_ended(experiment, experim
         assert Path(t["best_checkpoint"]).name.startswith("checkpoint_")
 
 
+@pytest.mark.slow
 def test_selection_matches_a_threshold_between_known_values(experiment):
     params = experiment.params
     ranked = rank_configurations(experiment.trials, params)
@@ -79,6 +81,7 @@ def test_selection_matches_a_threshold_between_known_values(experiment):
     assert "The 3 closest" in none
 
 
+@pytest.mark.slow
 def test_report_writes_frames_plots_and_a_config_that_trains(experiment_dir, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(experiment_dir), "--out", str(out), "--threshold", "0.6"]) == 0
@@ -106,6 +109,7 @@ def test_report_writes_frames_plots_and_a_config_that_trains(experiment_dir, tmp
     assert metrics["val_auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_interrupted_experiment_loads(experiment, experiment_dir, tmp_path):
     finished = experiment.trials[experiment.trials["end_state"] == "finished"].iloc[0]
     copy = interrupt_copy(experiment_dir, tmp_path / "cut", finished["trial_dir"], keep_epochs=2)
@@ -123,6 +127,7 @@ def test_interrupted_experiment_loads(experiment, experiment_dir, tmp_path):
     assert after == before
 
 
+@pytest.mark.slow
 def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path):
     ranked = rank_configurations(experiment.trials, experiment.params)
     threshold = float(ranked["best_val_auroc"].iloc[0]) - 1e-9  # the best one qualifies
@@ -142,6 +147,7 @@ def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path):
     assert any("over 2 seeds" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_the_test_split_once_with_intervals(experiment, tmp_path):
     frame, lines = evaluate_winner(experiment, tmp_path, allow_unconfirmed=True, resamples=300)
     assert set(frame["level"]) == {"window", "recording"}
@@ -177,6 +183,7 @@ def test_bootstrap_intervals_resample_recordings():
     assert set(frame["n_recordings"]) == {40} and set(frame["n_windows"]) == {200}
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

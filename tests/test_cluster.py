@@ -226,6 +226,7 @@ def lr_space(tmp_path):
                                                   "low": 1e-3, "high": 1e-2}})  # fmt: skip
 
 
+@pytest.mark.slow
 def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, tmp_path):
     c, workers = cluster
     _, config = tiny_base
@@ -249,6 +250,7 @@ def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, 
     assert all(h[-1]["schedule_done"] and h[-1]["epoch"] == 3 for h in rows.values())
 
 
+@pytest.mark.slow
 def test_trials_of_a_lost_node_resume_from_checkpoints_elsewhere(cluster, tiny_base,
                                                                  lr_space, tmp_path):  # fmt: skip
     c, workers = cluster

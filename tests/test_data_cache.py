@@ -129,6 +129,7 @@ def test_interrupted_build_resumes_with_the_completed_shards(corpus, tmp_path) -
     assert len(WindowCache.open(first.path)) == first.manifest["windows"]
 
 
+@pytest.mark.slow
 def test_killed_build_process_resumes(corpus, tmp_path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "tune_eegpt.data", "prepare", "--data-root", str(corpus),

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 WORKER = Path(__file__).with_name("resume_worker.py")
@@ -11,6 +12,7 @@ def run_worker(*args):
     subprocess.run([sys.executable, str(WORKER), *map(str, args)], check=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_resume_in_a_fresh_process_is_bit_identical(tmp_path):
     # 70 rows / batch 8 = 9 batches, accum 3 -> 3 steps per epoch; stop at step 5 is
     # in the middle of epoch 2, with dropout drawing from the restored RNG afterwards.
