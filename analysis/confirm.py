@@ -150,8 +150,9 @@ def _tune_grid(
     cpus: float, gpus: float, max_concurrent: int | None, address: str | None,
 ) -> list[tuple[int, int, dict[str, Any], float, bool, str]]:  # fmt: skip
     """One Tune trial per (configuration, seed), FIFO, each for the whole schedule."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from tune_eegpt.search import quiet_third_party_notices
+
+    quiet_third_party_notices()
     import ray
     from ray import tune
 

@@ -306,7 +306,7 @@ def run_search(
 ) -> int:
     """Runs (or resumes) the search ``args`` describe; ``trainable`` defaults to
     ProbeTrainable, ``callbacks`` are Tune callbacks added to the run. Returns the exit
-    code: 0 done, 1 no trial reported, 130 interrupted."""
+    code: 0 done, 1 every trial crashed, 130 interrupted."""
     quiet_third_party_notices()
     phases = PhaseTimer()
     import ray
@@ -363,7 +363,8 @@ def run_search(
 
 
 def quiet_third_party_notices() -> None:
-    """The plain-Python commands show our lines, not Ray's or Optuna's notices."""
+    """The plain-Python commands that start Ray (search, analysis confirm) show our lines,
+    not Ray's token-authentication notice or Optuna's experimental warnings."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's classic table, our columns
     # snapshot the experiment state at least every second, so that a driver killed hard

@@ -96,7 +96,7 @@ def _open_edf(path: str | Path) -> mne.io.BaseRaw | Rejection:
         warnings.simplefilter("always")
         try:
             raw = mne.io.read_raw_edf(path, preload=False, verbose="warning")
-        except Exception as exc:  # noqa: BLE001 - any parser failure means "unreadable"
+        except Exception as exc:  # any parser failure means "unreadable"
             return Rejection(UNREADABLE, f"{type(exc).__name__}: {exc}")
     for warning in caught:
         if _MNE_TRUNCATION_WARNING in str(warning.message):

@@ -390,7 +390,7 @@ def read_encoder_checkpoint(path: str | Path, *, trusted: bool = False) -> Any:
         raise _corrupt(path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=False)  # trusted file only
-    except Exception as exc:  # noqa: BLE001 - anything unpickling raises means unusable
+    except Exception as exc:  # anything unpickling raises means unusable
         raise _corrupt(path, f"{type(exc).__name__}: {_first_line(exc)}") from exc
 
 

@@ -1,0 +1,42 @@
+"""The one atomic writer: readers see the old file or the whole new one."""
+
+import os
+
+import pytest
+
+from tune_eegpt.atomic_write import TEMP_MARK, atomic_path, atomic_write_text, temp_sibling
+
+
+def test_new_content_replaces_the_old_and_no_temporary_stays(tmp_path):
+    target = tmp_path / "sub" / "info.json"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["info.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "state.pt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_temporary_names_are_unique_hidden_siblings_naming_the_pid(tmp_path):
+    target = tmp_path / "x.csv"
+    a, b = temp_sibling(target), temp_sibling(target)
+    assert a != b and a.parent == b.parent == tmp_path
+    assert a.name.startswith(f".x.csv{TEMP_MARK}{os.getpid()}-")
+
+
+def test_a_folder_is_written_whole(tmp_path):
+    target = tmp_path / "corpus"
+    with atomic_path(target) as tmp:
+        (tmp / "train").mkdir(parents=True)
+        (tmp / "train" / "a.edf").write_bytes(b"edf")
+        assert not target.exists()
+    assert (target / "train" / "a.edf").read_bytes() == b"edf"
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
