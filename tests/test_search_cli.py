@@ -43,7 +43,7 @@ def test_data_root_without_edf_is_one_line(tmp_path, cache, capsys):
     (empty / "train").mkdir(parents=True)
     (empty / "train" / "notes.txt").write_text("no recordings here")
     assert run_search(["--data-root", str(empty)], cache) == 2
-    assert error_line(capsys).startswith(f"error: --data-root {empty}: no .edf file")
+    assert error_line(capsys).startswith(f"error: --data-root {empty}: no TUAB recording")
 
 
 def test_resume_of_an_unknown_experiment_is_one_line(tmp_path, cache, capsys):
@@ -160,3 +160,20 @@ def test_confirm_help_shows_the_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "configurations to confirm (default: 3)" in out
     assert "seeds per configuration (default: 5)" in out
+
+
+@pytest.mark.slow
+def test_data_root_with_no_usable_recording_is_one_line(tmp_path, capsys):
+    """Found while the window cache is built (each file must be read), before Ray starts."""
+    root = tmp_path / "edf"
+    for rel in ("train/normal/01_tcp_ar/aaaaaaaa_s001_t000.edf",
+                "eval/abnormal/01_tcp_ar/aaaaaaab_s001_t000.edf"):  # fmt: skip
+        (root / rel).parent.mkdir(parents=True)
+        (root / rel).write_bytes(b"not an EDF file")
+    code = search.main(["--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
+                        "--workers", "1"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err  # the cache builder's progress bar, then our line
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "Traceback" not in err
+    assert "all 2 recording(s) were rejected" in line and "rejected.csv" in line

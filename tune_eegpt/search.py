@@ -24,6 +24,7 @@ from typing import Any
 from search_spaces import SearchSpace, load_space
 from tune_eegpt.atomic_write import atomic_write_text
 from tune_eegpt.config import ConfigError, RunConfig
+from tune_eegpt.data.tuab_index import index_tuab
 from tune_eegpt.end_state import end_state
 from tune_eegpt.search_report import TrialOutcome, search_summary_lines
 
@@ -228,10 +229,10 @@ def check_args(args: argparse.Namespace) -> None:
         root = Path(args.data_root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"--data-root {args.data_root}: no such folder")
-        if next(root.rglob("*.edf"), None) is None:
+        if not len(index_tuab(root)):  # names only: no file is opened
             raise FileNotFoundError(
-                f"--data-root {args.data_root}: no .edf file in this folder or below; give "
-                "TUAB's 'edf' folder (with train/ and eval/)"
+                f"--data-root {args.data_root}: no TUAB recording in this folder (expected "
+                "{train,eval}/{normal,abnormal}/**/*.edf); give TUAB's 'edf' folder"
             )
     if args.checkpoint is not None and not Path(args.checkpoint).expanduser().is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file")
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment = f"{storage_path(args.storage).rstrip('/')}/{args.name}"
         print(f"\n{interrupted_line(experiment, argv, args.name)}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ConfigError, FileNotFoundError) as exc:  # found while preparing the data
+    except (ConfigError, FileNotFoundError, ValueError) as exc:  # found preparing the data
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
