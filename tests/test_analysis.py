@@ -171,8 +171,8 @@ def test_bootstrap_intervals_resample_recordings():
     rec_p = np.clip(0.5 + 0.3 * (rec_y - 0.5) + rng.normal(0, 0.2, 40), 0, 1)
     recordings = np.repeat(np.arange(40), 5)
     y, prob = np.repeat(rec_y, 5), np.repeat(rec_p, 5)
-    frame = bootstrap_intervals(y, prob, recordings, resamples=200, seed=1)
-    again = bootstrap_intervals(y, prob, recordings, resamples=200, seed=1)
+    frame = bootstrap_intervals(y, prob, recordings, resamples=50, seed=1)
+    again = bootstrap_intervals(y, prob, recordings, resamples=50, seed=1)
     pd.testing.assert_frame_equal(frame, again)  # seeded
     by_level = frame.set_index(["level", "metric"])
     for column in ("estimate", "ci_low", "ci_high", "resamples_used"):

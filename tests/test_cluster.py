@@ -108,6 +108,7 @@ def test_validation_rejects_a_broken_config(breakage):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 def test_prepare_caches_builds_what_the_search_will_use(tiny_base):
     """cluster/prepare_caches.py takes the search's flags and prepares the same caches."""
     import contextlib

@@ -87,6 +87,7 @@ def test_unchanged_corpus_is_reused_at_once(built, corpus_template) -> None:
     assert shard_stamps(built.path) == before
 
 
+@pytest.mark.slow
 def test_changed_setting_or_touched_file_gives_a_new_cache(corpus, tmp_path) -> None:
     out = tmp_path / "out"
     first = build_window_cache(CFG, corpus, out, progress=False, verbose=False)
@@ -285,6 +286,7 @@ def test_sharded_windows_index_like_an_array(built) -> None:
         windows.take(np.array([len(dense)]))
 
 
+@pytest.mark.slow
 def test_parallel_build_matches_serial_build(built, corpus_template, tmp_path) -> None:
     parallel = build_window_cache(CFG, corpus_template, tmp_path / "par", workers=2,
                                   progress=False, verbose=False)  # fmt: skip
@@ -303,6 +305,7 @@ def test_opening_an_incomplete_cache_is_an_error(built, tmp_path) -> None:
         WindowCache.open(tmp_path)
 
 
+@pytest.mark.slow
 def test_ensure_synthetic_cache_generates_once(tmp_path) -> None:
     cfg = DataConfig(cache_dir=str(tmp_path), synthetic_subjects=4, synthetic_seed=1)
     first = ensure_synthetic_cache(cfg, workers=1)

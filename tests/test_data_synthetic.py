@@ -81,6 +81,7 @@ def test_abnormal_recordings_are_slower_on_average(tmp_path) -> None:
     assert np.mean(ratios[True]) > np.mean(ratios[False]) + 0.5
 
 
+@pytest.mark.slow
 def test_cli_synth_prepare_info(tmp_path, capsys) -> None:
     corpus, out = tmp_path / "s", tmp_path / "c"
     assert main(["synth", "--out", str(corpus), "--subjects", "4", "--seed", "1"]) == 0

@@ -104,6 +104,7 @@ def test_interrupted_build_leaves_nothing(encoder: EEGPTEncoder, tmp_path: Path)
         FeatureBatches.open(garbage)
 
 
+@pytest.mark.slow
 def test_head_on_cached_features_equals_head_on_live_encoder(
     encoder: EEGPTEncoder, tmp_path: Path
 ) -> None:

@@ -55,6 +55,7 @@ def test_lightning_checkpoint_round_trips(source: EEGPTEncoder, tmp_path: Path) 
     assert_same_outputs(source, loaded.eval())
 
 
+@pytest.mark.slow
 def test_plain_and_prefixed_state_dicts_round_trip(source: EEGPTEncoder, tmp_path: Path) -> None:
     plain, prefixed = tmp_path / "plain.pt", tmp_path / "prefixed.pt"
     torch.save(source.state_dict(), plain)

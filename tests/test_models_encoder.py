@@ -42,6 +42,7 @@ def test_rejects_inputs_that_do_not_fit() -> None:
         enc(torch.randn(2, 19, 1000))
 
 
+@pytest.mark.slow
 def test_large_matches_the_released_checkpoint_layout() -> None:
     enc = eegpt_large(CHANNELS)
     state = enc.state_dict()

@@ -10,6 +10,7 @@ from tune_eegpt.pipeline import build_trainer, prepare_data
 from tune_eegpt.training.batches import RowSubset
 
 
+@pytest.mark.slow
 def test_cached_features_mode_trains_the_head_on_the_feature_cache(tiny_base):
     _, config = tiny_base
     cfg = RunConfig.from_yaml(config).with_overrides({"epochs": 1})
@@ -25,6 +26,7 @@ def test_cached_features_mode_trains_the_head_on_the_feature_cache(tiny_base):
     assert metrics["val_auroc"] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_adapter_mode_runs_the_frozen_encoder_live_on_the_window_cache(tiny_base):
     _, config = tiny_base
     cfg = RunConfig.from_yaml(config).with_overrides({"epochs": 1, "adapter": True})

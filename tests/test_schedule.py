@@ -73,6 +73,7 @@ def test_warmup_ending_before_first_step_is_refused():
     check_warmup(0.11, batches_per_epoch=10, accum_steps=1, epochs=1)
 
 
+@pytest.mark.slow
 def test_schedule_cli_without_config(tmp_path, capsys):
     csv_path, png = tmp_path / "lr.csv", tmp_path / "lr.png"
     code = schedule_cli.main(

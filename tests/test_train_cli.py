@@ -1,9 +1,11 @@
+import pytest
 import yaml
 
 from tune_eegpt import train
 from tune_eegpt.training.checkpoint import list_checkpoints, load_checkpoint_file
 
 
+@pytest.mark.slow
 def test_train_cli_runs_checkpoints_and_resumes(tiny_base, tmp_path, capsys):
     folder, config = tiny_base
     out = tmp_path / "run"

@@ -28,8 +28,8 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
     a reader sees the old file or the complete new one, never a half-written one."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
     return path
 
 
