@@ -1,8 +1,12 @@
 """``python -m tune_eegpt.search``: search the probe's schedule with Ray Tune, Optuna TPE and ASHA.
 
 With no arguments it runs the built-in default end to end: the synthetic TUAB-like
-corpus, the small encoder, the ``paper`` space, 16 trials. The only module of the
-library that imports ray.
+corpus, the small encoder, the ``paper`` space, 16 trials. With its searcher
+(``optuna_searcher.py``) the only module of the library that imports ray.
+
+Seams: :func:`resolve` turns arguments into (run config, space), checking every mistake
+before any work; :func:`run_search` takes the trainable and Tune callbacks as parameters,
+so tests and benchmarks run the real search with their own.
 """
 
 from __future__ import annotations
