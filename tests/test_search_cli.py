@@ -179,3 +179,14 @@ def test_data_root_with_no_usable_recording_is_one_line(tmp_path, capsys):
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert "Traceback" not in err
     assert "all 2 recording(s) were rejected" in line and "rejected.csv" in line
+
+
+def test_readme_flag_table_lists_every_search_flag():
+    import re
+
+    section = (ROOT / "README.md").read_text().split("## The search", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    in_table = {flag for row in rows for flag in re.findall(r"`(--[a-z-]+)`", row.split("|")[1])}
+    parser = search.build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    assert in_table == flags - {"--help"}
