@@ -2,8 +2,9 @@
 
 Six trials of four epochs, one at a time, on the tiny synthetic corpus. The base config's
 max_lr is 1e20 and lies inside the space, so the search's start point, the first trial,
-diverges; a fault injected at epoch 2 with no restarts crashes the first trial to get
-there; ASHA (one rung, at epoch 2: diverged trials never reach it) stops some others.
+diverges; a crash injected at epoch 2 (a test trainable) with no restarts crashes the
+first trial to get there; ASHA (one rung, at epoch 2: diverged trials never reach it)
+stops some others.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ def run_small_search(folder: Path, name: str = "exp") -> Path:
     config = write_diverging_base_config(folder)
     prepare(config)
     space = write_space(folder, "analysis", SPACE)
-    run_search_cli([
-        "--config", str(config), "--space", str(space), "--num-samples", str(NUM_TRIALS),
-        "--max-concurrent", "1", "--grace-period", "2", "--reduction-factor", "2",
-        "--max-failures", "0", "--storage", str(folder / "runs"), "--name", name,
-    ], fault_injection={"marker": str(folder / "crashed-once"), "epoch": 2})  # fmt: skip
+    from trainable_fixtures import crash_once, shipped_by_value
+
+    with shipped_by_value():
+        run_search_cli([
+            "--config", str(config), "--space", str(space), "--num-samples", str(NUM_TRIALS),
+            "--max-concurrent", "1", "--grace-period", "2", "--reduction-factor", "2",
+            "--max-failures", "0", "--storage", str(folder / "runs"), "--name", name,
+        ], trainable=crash_once(folder / "crashed-once", epoch=2))  # fmt: skip
     return folder / "runs" / name
 
 

@@ -16,34 +16,16 @@ from tune_eegpt import search
 
 ray = pytest.importorskip("ray")
 
-from trainables import ProbeTrainable  # noqa: E402
-
-
-class CrashOnceTrainable(ProbeTrainable):
-    """Raises once, at the start of epoch ``crash_epoch`` + 1; the marker file remembers
-    across the restart (failure injection kept in test code, as Ray's own tests do)."""
-
-    marker = ""
-    crash_epoch = 2
-
-    def step(self):
-        if self.trainer.epoch == self.crash_epoch and not Path(self.marker).exists():
-            Path(self.marker).write_text(str(os.getpid()))
-            raise RuntimeError(f"injected crash at epoch {self.crash_epoch}")
-        return super().step()
+from trainable_fixtures import crash_once, shipped_by_value  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    from ray import cloudpickle
-
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # the trainables of this module reach Ray's workers by value
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    with shipped_by_value():
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+        yield ray.get_runtime_context().gcs_address
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +83,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, bas
             "--storage", str(tmp_path)]  # fmt: skip
     assert run(args + ["--name", "clean"]) == 0
     marker = tmp_path / "crashed-once"
-    crash_once = type("CrashOnce", (CrashOnceTrainable,), {"marker": str(marker)})
-    assert run(args + ["--name", "crash"], trainable=crash_once) == 0
+    assert run(args + ["--name", "crash"], trainable=crash_once(marker, epoch=2)) == 0
     assert marker.exists()
     (clean,) = trial_rows(tmp_path / "clean").values()
     (crashed,) = trial_rows(tmp_path / "crash").values()
