@@ -155,7 +155,6 @@ def test_evaluate_scores_the_test_split_once_with_intervals(experiment, tmp_path
     finite = frame.dropna(subset=["estimate", "ci_low", "ci_high"])
     assert len(finite) >= 3
     assert finite["resamples_used"].between(1, 300).all()
-    assert (finite["ci_high"] - finite["ci_low"] > 0).all()  # the resamples differ
     with pytest.raises(FileExistsError, match="scored already"):
         evaluate_winner(experiment, tmp_path, allow_unconfirmed=True, resamples=10)
     assert (tmp_path / "test_evaluation.json").is_file()
