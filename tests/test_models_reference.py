@@ -9,8 +9,9 @@ eval mode; every tensor of its state dict, in sorted key order, replaced by
 ``torch.randn(shape, generator=g) * 0.2`` with ``g = torch.Generator().manual_seed(1234)``;
 then the input ``torch.randn(2, 4, 256, generator=g) * 3.0`` from the same generator, fed
 with ``chan_ids=prepare_chan_ids(["FP1", "CZ", "T7", "O2"])``. The fixture holds those
-settings and the output (2 windows, 4 patches, 4 summary tokens, 16), no code and no
-weights: the test draws the same weights and input itself.
+settings, the output (2 windows, 4 patches, 4 summary tokens, 16) and the reference's
+channel vocabulary (the names of ``CHANNEL_DICT`` in index order), no code and no weights:
+the test draws the same weights and input itself.
 
 Random biases and LayerNorm weights (not the init's zeros and ones) and distinct channels
 make a wrong permute, reshape or channel embedding change the output even where the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from tune_eegpt.models.channels import VOCABULARY
 from tune_eegpt.models.eegpt import EEGPTEncoder
 
 FIXTURE = Path(__file__).parent / "fixtures" / "eegpt_reference_small.pt"
@@ -39,3 +41,9 @@ def test_encoder_matches_the_reference_implementation():
         out = encoder(x * ref["input_std"])
     assert out.shape == ref["output"].shape == (2, 4, 4, 16)
     torch.testing.assert_close(out, ref["output"], rtol=1e-5, atol=1e-5)
+
+
+def test_channel_vocabulary_is_the_reference_implementations():
+    """Row i of ``chan_embed`` is the reference's channel i, for all 62 channels."""
+    ref = torch.load(FIXTURE, map_location="cpu", weights_only=True)
+    assert list(VOCABULARY) == ref["vocabulary"]
