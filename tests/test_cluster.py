@@ -108,8 +108,10 @@ def test_validation_rejects_a_broken_config(breakage):
     assert message in str(info.value)
 
 
+@pytest.mark.slow
 def test_prepare_caches_builds_what_the_search_will_use(tiny_base):
-    """cluster/prepare_caches.py takes the search's flags and prepares the same caches."""
+    """cluster/prepare_caches.py takes the search's flags and prepares (on local Ray, here)
+    the caches that the search will find complete."""
     import contextlib
     import importlib.util
     import io

@@ -157,7 +157,8 @@ def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.data_root is not None:
         overrides["data_root"] = str(Path(args.data_root).expanduser().resolve())
     if args.cache_dir is not None:
-        overrides["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
+        overrides["cache_dir"] = (args.cache_dir if "://" in args.cache_dir
+                                  else str(Path(args.cache_dir).expanduser().resolve()))
     if args.checkpoint is not None:
         overrides.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
                          encoder="large")  # fmt: skip
@@ -232,22 +233,22 @@ def run_search(args: argparse.Namespace, cfg: RunConfig, space) -> int:
     from ray import tune
 
     from trainables import ProbeTrainable
-    from tune_eegpt.pipeline import prepare_data
+    from tune_eegpt.prepare_on_ray import prepare_on_ray
 
     phases.lap("imports")
     storage = storage_path(args.storage)
     name = args.name or (newest_experiment(storage) if args.resume
                          else f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}")  # fmt: skip
-    print(f"preparing data (cache: {Path(cfg.data.cache_dir).expanduser()})", flush=True)
-    prepared = prepare_data(cfg, workers=args.workers)
-    phases.lap("data")
-
     if not ray.is_initialized():
         if args.address:
             ray.init(address=args.address)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
     phases.lap("Ray start")
+    # decoding as Ray tasks over every node, the encoder on a GPU node (prepare_on_ray.py)
+    print(f"preparing data (cache: {cfg.data.cache_dir})", flush=True)
+    prepared = prepare_on_ray(cfg)
+    phases.lap("data")
     max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
     trainable = tune.with_resources(
         tune.with_parameters(ProbeTrainable, base_config=cfg.to_dict(),
