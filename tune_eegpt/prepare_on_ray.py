@@ -62,9 +62,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 
 
 def _decode(row: dict, settings: Preprocessing, shard_dir: str) -> dict:
+    import resource
+
     node = ray.get_runtime_context().get_node_id()
     result = process_recording(row, settings, shard_dir, writer=node)
-    return {**result, "recording": row["recording"], "node": node}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this worker's peak
+    return {**result, "recording": row["recording"], "node": node, "peak_rss_mb": peak_mb}
 
 
 def ray_runner(max_retries: int = DECODE_RETRIES) -> TaskRunner:
