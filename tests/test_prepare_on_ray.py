@@ -232,3 +232,19 @@ def test_a_copy_from_storage_refuses_an_incomplete_cache(tmp_path):
     with pytest.raises(ValueError, match=r"lists shards not in storage: \['y'\]"):
         local_copy(f"file://{incomplete}", tmp_path / "copy")
     assert not (tmp_path / "copy" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_the_data_cli_decodes_on_the_cluster_at_address(cluster, corpus, reference, tmp_path,
+                                                         capsys):  # fmt: skip
+    from tune_eegpt.data.__main__ import main
+
+    c, _ = cluster
+    out = tmp_path / "out"
+    assert main(["prepare", "--data-root", str(corpus), "--out", str(out),
+                 "--address", c.address]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1] == str(out / reference.key)
+    assert "as Ray tasks" in printed
+    assert_same_cache(out / reference.key, reference)
+    assert ray.is_initialized()  # the test's connection was used, and left open

@@ -95,6 +95,7 @@ def ray_runner(max_retries: int = DECODE_RETRIES) -> TaskRunner:
                 bar.update(len(done))
 
     run.results = []
+    run.label = "Ray tasks"
     return run
 
 

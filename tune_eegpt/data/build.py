@@ -136,7 +136,8 @@ def build_window_cache(
     elapsed = time.perf_counter() - started
 
     manifest = _finish(cfg, settings, index, key, cache, recordings, duplicates)
-    manifest["build"] = {"built": len(todo), "seconds": round(elapsed, 2), "workers": workers}
+    how = workers if runner is None else getattr(runner, "label", "tasks")
+    manifest["build"] = {"built": len(todo), "seconds": round(elapsed, 2), "workers": how}
     cache.child(MANIFEST).write_bytes(_json_bytes(manifest))  # last: marks the cache complete
     if verbose:
         print(format_summary(manifest, shown))
