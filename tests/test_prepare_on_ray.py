@@ -60,8 +60,11 @@ def cluster():
         # would find it (see tests/test_cluster.py)
         mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
         mp.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
-                                                         "include_dashboard": False})  # fmt: skip
+        # Ray keeps CPU tasks off GPU nodes while others are free; on the AWS cluster every
+        # worker is a GPU node, so let both workers here count alike
+        config = {"scheduler_avoid_gpu_nodes": False}
+        c = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "include_dashboard": False, "_system_config": config})  # fmt: skip
         nodes = {"cpu": c.add_node(num_cpus=1), "gpu": c.add_node(num_cpus=1, num_gpus=1)}
         c.wait_for_nodes()
         ray.init(address=c.address, configure_logging=False)
@@ -114,7 +117,8 @@ def test_every_recording_is_decoded_once_across_the_workers(cluster, corpus, ref
     writers = shard_writers(result.path)
     assert set(writers) == set(recordings)
     by_node = pd.Series(writers).value_counts().to_dict()
-    print(f"recordings decoded per node: { {n[:8]: k for n, k in by_node.items()} }")
+    names = {node.node_id: name for name, node in nodes.items()}
+    print(f"recordings decoded per node: { {names[n]: k for n, k in by_node.items()} }")
     assert set(by_node) == {nodes["cpu"].node_id, nodes["gpu"].node_id}  # both did some
     assert_same_cache(result.path, reference)
 
@@ -152,10 +156,18 @@ def test_encoding_runs_on_the_gpu_node_and_equals_single_process_features(
 
 @pytest.mark.slow
 def test_a_worker_lost_mid_prepare_changes_nothing(cluster, corpus, reference, tmp_path):
-    c, _ = cluster
+    c, nodes = cluster
     extra = c.add_node(num_cpus=1)
     c.wait_for_nodes()
     warm_up([extra])
+    # Hold the CPUs of the other two workers, so that the decoding starts on the extra node
+    # alone; it is removed while it decodes its second recording, then they are let go.
+    release = tmp_path / "release"
+    holds = [hold_cpu(node, tmp_path / f"held-{name}", release) for name, node in nodes.items()]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"held-{name}").exists() for name in nodes):
+        assert time.monotonic() < deadline, "the CPU-holding tasks never started"
+        time.sleep(0.05)
     out = tmp_path / "out"
     runner = ray_runner()
     outcome = {}
@@ -166,19 +178,38 @@ def test_a_worker_lost_mid_prepare_changes_nothing(cluster, corpus, reference, t
 
     thread = threading.Thread(target=build)
     thread.start()
-    deadline = time.monotonic() + 60
-    while extra.node_id not in shard_writers_or_empty(out) and time.monotonic() < deadline:
+    while extra.node_id not in shard_writers_or_empty(out):
+        assert time.monotonic() < deadline + 60, "the extra node wrote no shard"
         time.sleep(0.05)
     finished_before = len(runner.results)
     c.remove_node(extra)  # its running task dies with it and is retried elsewhere
+    release.touch()
+    ray.get(holds)
     thread.join(timeout=120)
     assert not thread.is_alive() and "result" in outcome
     assert finished_before < reference.manifest["files"]["found"]  # removed mid-prepare
+    writers = set(shard_writers(outcome["result"].path).values())
+    assert extra.node_id in writers and writers - {extra.node_id}  # the others finished it
     result = outcome["result"]
     assert_same_cache(result.path, reference)
     visible = sorted(p.name for p in (Path(result.path) / "shards").iterdir()
                      if not p.name.startswith("."))  # fmt: skip
     assert visible == sorted(p.name for p in (reference.path / "shards").iterdir())
+
+
+def hold_cpu(node, started: Path, release: Path):
+    """A task that occupies ``node``'s CPU until the file ``release`` exists."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    def wait(started: str, release: str) -> None:
+        Path(started).touch()
+        while not Path(release).exists():
+            time.sleep(0.05)
+
+    strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
+    return ray.remote(wait).options(num_cpus=1, scheduling_strategy=strategy).remote(
+        str(started), str(release)
+    )
 
 
 def shard_writers_or_empty(out: Path) -> set[str]:

@@ -168,7 +168,7 @@ def _check_shared(shard_dir: str) -> None:
     probe.write_text("probe")
     try:
         seen = ray.get([
-            ray.remote(os.path.exists).options(num_cpus=0.01, scheduling_strategy="SPREAD")
+            ray.remote(os.path.exists).options(num_cpus=0, scheduling_strategy="SPREAD")
             .remote(str(probe)) for _ in ray.nodes()
         ])  # fmt: skip
     finally:
