@@ -120,6 +120,11 @@ def prepare_on_ray(
     """Both stages on the Ray cluster at ``address`` (local Ray when None and Ray is not
     already running). Reuses whatever is complete; returns where the caches are."""
     connect(address)
+    if not is_uri(cfg.data.cache_dir) and _cluster_has_several_nodes():
+        # trials on every node will open these caches: they must be where all nodes see them
+        folder = Path(cfg.data.cache_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        _check_shared(str(folder))
     with file_lock(_lock_path(cfg, local_copies)):
         window_cache = str(prepare_windows(cfg, runner=ray_runner()))
         feature_cache = None
@@ -161,10 +166,10 @@ def _cluster_has_several_nodes() -> bool:
     return sum(1 for n in ray.nodes() if n["Alive"]) > 1
 
 
-def _check_shared(shard_dir: str) -> None:
-    """Tasks on other nodes write into ``shard_dir``: say so when it is not on shared
-    storage every node sees (a probe file written here must be visible to a task)."""
-    probe = Path(shard_dir) / f".probe-{os.getpid()}-{time.time_ns()}"
+def _check_shared(folder: str) -> None:
+    """Tasks and trials on other nodes use ``folder``: say so when it is not on storage
+    every node sees (a probe file written here must be visible to a task on each node)."""
+    probe = Path(folder) / f".probe-{os.getpid()}-{time.time_ns()}"
     probe.write_text("probe")
     try:
         seen = ray.get([
@@ -175,8 +180,8 @@ def _check_shared(shard_dir: str) -> None:
         probe.unlink(missing_ok=True)
     if not all(seen):
         raise ValueError(
-            f"cache location {Path(shard_dir).parent.parent} is on this machine's own disk, "
-            "not on storage every node sees: give a shared mount or an object-store URI"
+            f"cache location {folder} is on this machine's own disk, not on storage every "
+            "node sees: give a shared mount or an object-store URI"
         )
 
 
