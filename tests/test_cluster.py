@@ -110,7 +110,8 @@ def test_validation_rejects_a_broken_config(breakage):
 
 @pytest.mark.slow
 def test_prepare_caches_builds_what_the_search_will_use(tiny_base):
-    """cluster/prepare_caches.py takes the search's flags and prepares the same caches."""
+    """cluster/prepare_caches.py takes the search's flags and prepares (on local Ray, here)
+    the caches that the search will find complete."""
     import contextlib
     import importlib.util
     import io
@@ -126,12 +127,9 @@ def test_prepare_caches_builds_what_the_search_will_use(tiny_base):
     # current at that moment, which capsys would close under the next tests
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert module.main(["--config", str(config), "--workers", "1"]) == 0
+        assert module.main(["--config", str(config)]) == 0
     out = printed.getvalue()
-    args = search.build_parser().parse_args(["--config", str(config)])
-    from search_spaces import load_space
-
-    cfg = search.base_run_config(args).with_overrides(load_space(args.space).fixed)
+    cfg, _ = search.resolve(search.build_parser().parse_args(["--config", str(config)]))
     prepared = prepare_data(cfg, progress=False)
     assert f"window cache:  {prepared.window_cache}" in out
     assert f"feature cache: {prepared.feature_cache}" in out

@@ -166,14 +166,13 @@ def test_confirm_help_shows_the_defaults(capsys):
 
 @pytest.mark.slow
 def test_data_root_with_no_usable_recording_is_one_line(tmp_path, capsys):
-    """Found while the window cache is built (each file must be read), before Ray starts."""
+    """Found while the window cache is built (each file must be read, as Ray tasks): one line."""
     root = tmp_path / "edf"
     for rel in ("train/normal/01_tcp_ar/aaaaaaaa_s001_t000.edf",
                 "eval/abnormal/01_tcp_ar/aaaaaaab_s001_t000.edf"):  # fmt: skip
         (root / rel).parent.mkdir(parents=True)
         (root / rel).write_bytes(b"not an EDF file")
-    code = search.main(["--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
-                        "--workers", "1"])  # fmt: skip
+    code = search.main(["--data-root", str(root), "--cache-dir", str(tmp_path / "cache")])
     assert code == 2
     err = capsys.readouterr().err  # the cache builder's progress bar, then our line
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]

@@ -1,15 +1,16 @@
 """From a run config to a ready ProbeTrainer: window cache, frozen encoder, features, head.
 
-``prepare_data`` does the expensive, shared work once per machine (decode EDF into the
-window cache; run the frozen encoder once into the feature cache). ``build_trainer``
-is what every run or search trial calls: it opens those caches memory-mapped (once per
-process; an actor reused for the next trial keeps them open) and builds a fresh head.
+``prepare_data`` does the expensive, shared work once (decode EDF into the window cache;
+run the frozen encoder once into the feature cache): on this machine, or, through
+``tune_eegpt.prepare_on_ray``, spread over a Ray cluster with ``prepare_windows`` and
+``prepare_features`` as its two stages. ``build_trainer`` is what every run or search
+trial calls: it opens those caches memory-mapped (once per process; an actor reused for
+the next trial keeps them open) and builds a fresh head. It never decodes or encodes:
+caches in object storage are copied to the node's disk once, nothing more.
 """
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,28 +19,51 @@ import numpy as np
 import torch
 
 from tune_eegpt.config import RunConfig
+from tune_eegpt.data.build import TaskRunner
 from tune_eegpt.data.default_cache import ensure_cache
+from tune_eegpt.data.storage import Location, file_lock, is_uri, local_copy
 from tune_eegpt.data.window_cache import WindowCache, WindowSplit
 from tune_eegpt.models.eegpt import build_encoder
 from tune_eegpt.models.probe import build_probe
 from tune_eegpt.training.batches import BatchSource, RowSubset
-from tune_eegpt.training.features import FeatureBatches, build_feature_cache
+from tune_eegpt.training.features import (
+    FeatureBatches,
+    build_feature_cache,
+    encoder_weights_hash,
+    feature_cache_path,
+)
 from tune_eegpt.training.trainer import ProbeTrainer
+
+# where a node keeps its copies of caches that live in object storage
+DEFAULT_LOCAL_COPIES = "~/.cache/tune-eegpt/copies"
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """Where a run's caches are, as plain strings (it travels inside Tune configs)."""
+    """Where a run's caches are, as plain strings (it travels inside Tune configs): local
+    paths, paths on a shared mount, or URIs (copied to ``local_copies`` on first use)."""
 
     window_cache: str
     feature_cache: str | None  # None: the encoder runs live (a trainable adapter)
+    local_copies: str = DEFAULT_LOCAL_COPIES
 
     def to_dict(self) -> dict[str, str | None]:
         return asdict(self)
 
     def exists(self) -> bool:
+        """True when a node can use the caches without building anything (a URI counts:
+        it is copied, never rebuilt)."""
         paths = [self.window_cache] + ([self.feature_cache] if self.feature_cache else [])
-        return all(Path(p).exists() for p in paths)
+        return all(is_uri(p) or Path(p).exists() for p in paths)
+
+    def on_this_node(self) -> PreparedData:
+        """The same caches as local paths: object-storage caches copied here once."""
+        root = Path(self.local_copies).expanduser()
+        window = local_copy(self.window_cache, root / "windows" / _last_part(self.window_cache))
+        feature = self.feature_cache and local_copy(
+            self.feature_cache, root / "features" / _last_part(self.feature_cache)
+        )
+        return PreparedData(str(window), str(feature) if feature else None, self.local_copies)
 
 
 def uses_feature_cache(cfg: RunConfig) -> bool:
@@ -47,30 +71,83 @@ def uses_feature_cache(cfg: RunConfig) -> bool:
     return cfg.model.encoder != "none" and cfg.model.feature_cache and not cfg.probe.adapter
 
 
-def prepare_data(cfg: RunConfig, workers: int = 1, progress: bool = True) -> PreparedData:
-    """Builds or reuses the window cache (and the feature cache, where it applies).
-    Serialised by a lock file, so concurrent callers on one machine build it once."""
-    cache_root = Path(cfg.data.cache_dir).expanduser()
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with _machine_lock(cache_root / ".prepare.lock"):
-        window_dir = ensure_cache(cfg.data, workers=workers)
+def prepare_data(
+    cfg: RunConfig, workers: int = 1, progress: bool = True, runner: TaskRunner | None = None
+) -> PreparedData:
+    """Builds or reuses the window cache (and the feature cache, where it applies) on this
+    machine (``runner``: where recordings are decoded; build.py). Serialised by a lock
+    file, so concurrent callers on one machine build it once."""
+    with file_lock(_lock_path(cfg)):
+        window_dir = prepare_windows(cfg, workers, runner)
         feature_path = None
         if uses_feature_cache(cfg):
-            cache = open_window_cache(str(window_dir), cfg.data.split_seed, cfg.data.val_fraction)
-            encoder = load_encoder(cfg, tuple(cache.channels))
-            all_windows = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
-            feature_path = build_feature_cache(
-                encoder, all_windows, cache_root / "features", key=cache.key,
-                batch_size=64, progress=progress,
-                device="cuda" if torch.cuda.is_available() else "cpu",
-            )  # fmt: skip
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            feature_path = prepare_features(cfg, str(window_dir), device=device,
+                                            progress=progress)  # fmt: skip
     return PreparedData(str(window_dir), str(feature_path) if feature_path else None)
+
+
+def prepare_windows(
+    cfg: RunConfig, workers: int = 1, runner: TaskRunner | None = None
+) -> Path | str:
+    """Stage 1: the window cache under ``<cache_dir>/windows/`` (a path or a URI)."""
+    return ensure_cache(cfg.data, workers=workers, runner=runner)
+
+
+def prepare_features(
+    cfg: RunConfig,
+    window_cache: str,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+    local_copies: str = DEFAULT_LOCAL_COPIES,
+    batch_size: int = 64,
+) -> str:
+    """Stage 2: the frozen encoder over every window of ``window_cache`` into
+    ``<cache_dir>/features/`` (bf16 autocast on CUDA). A URI cache is read from a local
+    copy and the feature file is uploaded whole when done. Returns its path or URI."""
+    windows = local_copy(window_cache, Path(local_copies).expanduser() / "windows"
+                         / _last_part(window_cache))  # fmt: skip
+    cache = open_window_cache(str(windows), cfg.data.split_seed, cfg.data.val_fraction)
+    encoder = load_encoder(cfg, tuple(cache.channels))
+    all_windows = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
+    target = Location(cfg.data.cache_dir).child("features")
+    local_out = target.path if target.is_local else Path(local_copies).expanduser() / "features"
+    expected = feature_cache_path(local_out, encoder_weights_hash(encoder), cache.key, "float16")
+    if not target.is_local and target.child(expected.name).exists():
+        return str(target.child(expected.name))
+    path = build_feature_cache(encoder, all_windows, local_out, key=cache.key,
+                               batch_size=batch_size, progress=progress, device=device)  # fmt: skip
+    if target.is_local:
+        return str(path)
+    target.make_dir()
+    target.child(path.name).upload(path)
+    return str(target.child(path.name))
+
+
+def expected_feature_file(cfg: RunConfig, window_key: str, channels: list[str]) -> str:
+    """Where ``prepare_features`` puts the features of this encoder (built here to hash
+    its weights; nothing is encoded)."""
+    encoder = load_encoder(cfg, tuple(channels))
+    name = feature_cache_path(".", encoder_weights_hash(encoder), window_key, "float16").name
+    return str(Location(cfg.data.cache_dir).child("features", name))
+
+
+def _lock_path(cfg: RunConfig) -> Path:
+    if is_uri(cfg.data.cache_dir):
+        return Path(DEFAULT_LOCAL_COPIES).expanduser() / ".prepare.lock"
+    return Path(cfg.data.cache_dir).expanduser() / ".prepare.lock"
+
+
+def _last_part(location: str) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
 
 
 def build_trainer(
     cfg: RunConfig, prepared: PreparedData, log_dir: str | Path | None = None
 ) -> ProbeTrainer:
     """A fresh ProbeTrainer for ``cfg`` over the prepared caches."""
+    prepared = prepared.on_this_node()
     cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
     train, val = split_sources(prepared, cache, "train"), split_sources(prepared, cache, "val")
     torch.manual_seed(cfg.train.seed)  # the head's initial weights depend on the seed only
@@ -112,13 +189,3 @@ def load_encoder(cfg: RunConfig, channels: tuple[str, ...]) -> torch.nn.Module:
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoder(cfg.model, list(channels))
     return _ENCODERS[key]
-
-
-@contextmanager
-def _machine_lock(path: Path):
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

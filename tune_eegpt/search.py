@@ -149,13 +149,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="restarts (from the last checkpoint) a crashing trial gets (default: %(default)s)",
     )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="processes that decode EDF files when the window cache is built "
-        "(default: %(default)s)",
-    )
     return p
 
 
@@ -193,7 +186,8 @@ def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.data_root is not None:
         overrides["data_root"] = str(Path(args.data_root).expanduser().resolve())
     if args.cache_dir is not None:
-        overrides["cache_dir"] = str(Path(args.cache_dir).expanduser().resolve())
+        overrides["cache_dir"] = (args.cache_dir if "://" in args.cache_dir
+                                  else str(Path(args.cache_dir).expanduser().resolve()))
     if args.checkpoint is not None:
         overrides["checkpoint"] = str(Path(args.checkpoint).expanduser().resolve())
         overrides["encoder"] = "large"
@@ -225,8 +219,6 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--gpus-per-trial", args.gpus_per_trial, "a number >= 0 (fractions allowed)")
     if args.max_failures < 0:
         bad("--max-failures", args.max_failures, "an integer >= 0")
-    if args.workers < 1:
-        bad("--workers", args.workers, "an integer >= 1")
     if args.resume and not args.name and "://" in args.storage:
         raise ConfigError(f"--resume with --storage {args.storage}: give the experiment's --name")
     if args.data_root is not None:
@@ -317,23 +309,23 @@ def run_search(
     import ray
     from ray import tune
 
-    from tune_eegpt.pipeline import prepare_data
+    from tune_eegpt.prepare_on_ray import prepare_on_ray
 
     if trainable is None:
         from trainables import ProbeTrainable as trainable
     phases.lap("imports")
     storage = storage_path(args.storage)
     name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    print(f"preparing data (cache: {Path(cfg.data.cache_dir).expanduser()})", flush=True)
-    prepared = prepare_data(cfg, workers=args.workers)
-    phases.lap("data")
-
     if not ray.is_initialized():
         if args.address:
             ray.init(address=args.address)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, configure_logging=False)
     phases.lap("Ray start")
+    # decoding as Ray tasks over every node, the encoder on a GPU node (prepare_on_ray.py)
+    print(f"preparing data (cache: {cfg.data.cache_dir})", flush=True)
+    prepared = prepare_on_ray(cfg)
+    phases.lap("data")
     max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
     trainable = tune.with_resources(
         tune.with_parameters(trainable, base_config=cfg.to_dict(), prepared=prepared.to_dict()),

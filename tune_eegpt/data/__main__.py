@@ -26,7 +26,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_yaml(args.config).data if args.config else DataConfig()
-    result = build_window_cache(cfg, args.data_root, args.out, workers=args.workers)
+    if args.address is None:
+        result = build_window_cache(cfg, args.data_root, args.out, workers=args.workers)
+        print(result.path)
+        return 0
+    # Ray lives above the data package: imported only when asked for
+    from tune_eegpt.prepare_on_ray import connect, ray_runner
+
+    started = connect(args.address, num_cpus=args.workers)
+    try:
+        result = build_window_cache(cfg, args.data_root, args.out, runner=ray_runner())
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
     print(result.path)
     return 0
 
@@ -74,9 +88,17 @@ def _parser() -> argparse.ArgumentParser:
         "interrupted build resumes. Prints the cache directory last.",
     )
     prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
-    prepare.add_argument("--out", required=True, help="folder that holds caches, one per key")
+    prepare.add_argument("--out", required=True,
+                         help="folder that holds caches, one per key: a local folder, a shared "
+                         "mount, or a URI (s3://..., gs://..., file://...)")  # fmt: skip
     prepare.add_argument("--workers", type=int, default=default_workers(),
-                         help="parallel reader processes (default: %(default)s)")  # fmt: skip
+                         help="parallel reader processes, or the CPUs of local Ray with "
+                         "--address local (default: %(default)s)")  # fmt: skip
+    prepare.add_argument("--address", default=None,
+                         help="decode as Ray tasks: 'auto' or HOST:PORT joins a running cluster "
+                         "(every node decodes; --data-root and --out must be reachable from all "
+                         "of them), 'local' starts Ray on this machine. Without it: a process "
+                         "pool on this machine, no Ray")  # fmt: skip
     prepare.add_argument("--config", help="run config YAML; its data section is used")
     prepare.set_defaults(run=_prepare)
 

@@ -11,14 +11,24 @@ Cache layout (``<out_dir>/<key>/``)::
 
 Every file is written under a temporary name and renamed into place, so an interrupted
 build leaves only complete shards behind, and the next build with the same key reuses them.
+``out_dir`` may be a local folder, a shared mount, or a pyarrow-filesystem URI (storage.py).
+
+Who decodes is the caller's choice (``runner``): by default a process pool on this machine;
+``tune_eegpt.prepare_on_ray`` passes one that runs each recording as a Ray task on any node
+of a cluster. Either way a shard is written once, by one task, and records who wrote it
+(``written_by`` in its metadata).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
+import socket
+import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +40,10 @@ from tune_eegpt.config import DataConfig
 from tune_eegpt.data.preprocess import Rejection, read_recording
 from tune_eegpt.data.settings import SCHEMA_VERSION, Preprocessing, cache_key
 from tune_eegpt.data.shards import (
+    METADATA_KEY,
     REJECTION_SUFFIX,
     SHARD_SUFFIX,
     TEMP_MARK,
-    atomic_write_bytes,
-    atomic_write_json,
-    read_shard_stats,
     write_shard,
 )
 from tune_eegpt.data.splits import (
@@ -44,6 +52,7 @@ from tune_eegpt.data.splits import (
     split_file_name,
     write_splits,
 )
+from tune_eegpt.data.storage import Location
 from tune_eegpt.data.summary import format_summary
 from tune_eegpt.data.tuab_index import TuabIndex, index_tuab
 
@@ -58,9 +67,14 @@ class EmptyCacheError(ValueError):
     """No recording produced a usable window."""
 
 
+# runner(todo rows, settings, shard folder (a path or URI), progress): decodes every row
+# with ``process_recording`` (anywhere, in any order), returning when all are on storage
+TaskRunner = Callable[[list[dict], Preprocessing, str, bool], None]
+
+
 @dataclass
 class BuildResult:
-    path: Path  # the cache directory, <out_dir>/<key>
+    path: Path | str  # the cache directory, <out_dir>/<key> (a str when it is a URI)
     key: str
     built: int  # recordings processed by this call
     reused: int  # recordings whose shard or rejection record was already there
@@ -69,7 +83,7 @@ class BuildResult:
 
 def prepare_cache(
     cfg: DataConfig, data_root: str | Path, out_dir: str | Path, workers: int = 1
-) -> Path:
+) -> Path | str:
     """Builds (or reuses) the window cache of ``data_root`` and returns its directory."""
     return build_window_cache(cfg, data_root, out_dir, workers=workers).path
 
@@ -81,8 +95,10 @@ def build_window_cache(
     workers: int = 1,
     progress: bool = True,
     verbose: bool = True,
+    runner: TaskRunner | None = None,
 ) -> BuildResult:
-    """See the module docstring. ``workers`` > 1 reads EDF files in that many processes."""
+    """See the module docstring. ``workers`` > 1 reads EDF files in that many processes
+    (ignored when a ``runner`` is given)."""
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     settings = Preprocessing.from_config(cfg)
@@ -94,35 +110,38 @@ def build_window_cache(
             f"**/<subject>_s<NNN>_t<NNN>.edf); found {len(index.ignored)} other file(s)"
         )
     key = cache_key(settings, index.recordings)
-    cache_dir = Path(out_dir).expanduser() / key
-    manifest_path = cache_dir / MANIFEST
-    if manifest_path.is_file():  # complete: reuse at once
-        manifest = json.loads(manifest_path.read_text())
-        ensure_split_file(cache_dir, cfg.split_seed, cfg.val_fraction)
+    cache = Location(out_dir).child(key)
+    shown = cache.path if cache.is_local else str(cache)
+    if cache.child(MANIFEST).exists():  # complete: reuse at once
+        manifest = json.loads(cache.child(MANIFEST).read_bytes())
+        _ensure_split(cache, cfg.split_seed, cfg.val_fraction)
         if verbose:
-            print(f"window cache {cache_dir} is up to date; nothing to build")
-        return BuildResult(cache_dir, key, 0, manifest["files"]["found"], manifest)
+            print(f"window cache {shown} is up to date; nothing to build")
+        return BuildResult(shown, key, 0, manifest["files"]["found"], manifest)
 
-    shard_dir = cache_dir / "shards"
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (cache_dir, shard_dir):
-        _remove_stale_temp_files(folder)
+    shards = cache.child("shards")
+    shards.make_dir()
+    if cache.is_local:
+        for folder in (cache.path, shards.path):
+            _remove_stale_temp_files(folder)
     recordings, duplicates = _drop_duplicate_names(index.recordings)
+    done = shards.names()
     todo = [
         row for row in recordings.to_dict("records")
-        if not (shard_dir / f"{row['recording']}{SHARD_SUFFIX}").exists()
-        and not (shard_dir / f"{row['recording']}{REJECTION_SUFFIX}").exists()
+        if f"{row['recording']}{SHARD_SUFFIX}" not in done
+        and f"{row['recording']}{REJECTION_SUFFIX}" not in done
     ]  # fmt: skip
     started = time.perf_counter()
-    _run_tasks(todo, settings, shard_dir, workers, progress)
+    (runner or _local_runner(workers))(todo, settings, str(shards), progress)
     elapsed = time.perf_counter() - started
 
-    manifest = _finish(cfg, settings, index, key, cache_dir, recordings, duplicates)
-    manifest["build"] = {"built": len(todo), "seconds": round(elapsed, 2), "workers": workers}
-    atomic_write_json(manifest_path, manifest)  # last: marks the cache complete
+    manifest = _finish(cfg, settings, index, key, cache, recordings, duplicates)
+    how = workers if runner is None else getattr(runner, "label", "tasks")
+    manifest["build"] = {"built": len(todo), "seconds": round(elapsed, 2), "workers": how}
+    cache.child(MANIFEST).write_bytes(_json_bytes(manifest))  # last: marks the cache complete
     if verbose:
-        print(format_summary(manifest, cache_dir))
-    return BuildResult(cache_dir, key, len(todo), len(recordings) - len(todo), manifest)
+        print(format_summary(manifest, shown))
+    return BuildResult(shown, key, len(todo), len(recordings) - len(todo), manifest)
 
 
 def ensure_split_file(cache_dir: Path, seed: int, val_fraction: float) -> Path:
@@ -134,41 +153,90 @@ def ensure_split_file(cache_dir: Path, seed: int, val_fraction: float) -> Path:
     return path
 
 
-def _process_one(row: dict, settings: Preprocessing, shard_dir: Path) -> str:
-    """Worker: one recording -> a shard or a rejection record on disk. Returns its status."""
+def _ensure_split(cache: Location, seed: int, val_fraction: float) -> None:
+    if cache.is_local:
+        ensure_split_file(cache.path, seed, val_fraction)
+        return
+    split = cache.child(split_file_name(seed, val_fraction))
+    if not split.exists():
+        recordings = pd.read_csv(io.BytesIO(cache.child(RECORDINGS).read_bytes()),
+                                 dtype={"subject": str})  # fmt: skip
+        splits = assign_subject_splits(recordings, val_fraction, seed)
+        split.write_bytes(splits.to_csv(index=False).encode())
+
+
+def default_writer() -> str:
+    """Who wrote a shard, when no scheduler names the node: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_recording(
+    row: dict, settings: Preprocessing, shard_dir: str, writer: str | None = None
+) -> dict:
+    """One recording -> a shard or a rejection record in ``shard_dir`` (a folder or a URI),
+    each written atomically. Returns {"status": "used" or the rejection reason, "windows"}."""
+    writer = writer or default_writer()
+    target = Location(shard_dir)
     result = read_recording(row["path"], settings)
     if isinstance(result, Rejection):
-        atomic_write_json(
-            shard_dir / f"{row['recording']}{REJECTION_SUFFIX}",
-            {"path": row["path"], "recording": row["recording"],
-             "reason": result.reason, "detail": result.detail},
-        )  # fmt: skip
-        return result.reason
+        record = {"path": row["path"], "recording": row["recording"],
+                  "reason": result.reason, "detail": result.detail, "written_by": writer}
+        target.child(f"{row['recording']}{REJECTION_SUFFIX}").write_bytes(_json_bytes(record))
+        return {"status": result.reason, "windows": 0}
     stats = {
         "source_sfreq": result.source_sfreq,
         "duration_s": result.duration_s,
         "rejected_windows": result.rejected_windows,
         "path": row["path"],
+        "written_by": writer,
     }
-    write_shard(shard_dir / f"{row['recording']}{SHARD_SUFFIX}", result, row, stats)
-    return "used"
+    name = f"{row['recording']}{SHARD_SUFFIX}"
+    if target.is_local:
+        write_shard(target.path / name, result, row, stats)
+    else:  # written on this node's disk, then uploaded whole
+        with tempfile.TemporaryDirectory(prefix="tune-eegpt-shard-") as staging:
+            write_shard(Path(staging) / name, result, row, stats)
+            target.child(name).upload(Path(staging) / name)
+    return {"status": "used", "windows": len(result.windows)}
+
+
+def shard_writers(cache_dir: str | Path) -> dict[str, str]:
+    """recording -> the ``written_by`` of its shard or rejection record."""
+    shards = Location(cache_dir).child("shards")
+    writers = {}
+    for name in sorted(shards.names()):
+        if name.endswith(SHARD_SUFFIX) and not name.startswith("."):
+            writers[name.removesuffix(SHARD_SUFFIX)] = _shard_stats(shards.child(name))[
+                "written_by"
+            ]
+        elif name.endswith(REJECTION_SUFFIX):
+            record = json.loads(shards.child(name).read_bytes())
+            writers[name.removesuffix(REJECTION_SUFFIX)] = record["written_by"]
+    return writers
+
+
+def _local_runner(workers: int) -> TaskRunner:
+    def run(todo: list[dict], settings: Preprocessing, shard_dir: str, progress: bool) -> None:
+        _run_tasks(todo, settings, shard_dir, workers, progress)
+
+    return run
 
 
 def _run_tasks(
-    todo: list[dict], settings: Preprocessing, shard_dir: Path, workers: int, progress: bool
+    todo: list[dict], settings: Preprocessing, shard_dir: str, workers: int, progress: bool
 ) -> None:
     bar = tqdm(total=len(todo), desc="EDF -> windows", unit="file", disable=not progress)
     try:
         if workers == 1 or len(todo) <= 1:
             for row in todo:
                 bar.set_postfix_str(row["recording"], refresh=False)
-                _process_one(row, settings, shard_dir)
+                process_recording(row, settings, shard_dir)
                 bar.update()
             return
         # spawn: workers start clean, whatever threads the parent (torch, BLAS) has running
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context) as pool:
-            futures = [pool.submit(_process_one, row, settings, shard_dir) for row in todo]
+            futures = [pool.submit(process_recording, row, settings, shard_dir) for row in todo]
             for future in as_completed(futures):
                 future.result()  # a crash in a worker is a bug: let it surface
                 bar.update()
@@ -176,22 +244,36 @@ def _run_tasks(
         bar.close()
 
 
+def _shard_stats(shard: Location) -> dict:
+    """A shard's schema metadata; reads its footer, not its windows."""
+    import pyarrow.ipc as ipc
+
+    with shard.open_input_file() as source:
+        schema = ipc.open_file(source).schema
+    return json.loads(schema.metadata[METADATA_KEY])
+
+
+def _json_bytes(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, default=str) + "\n").encode()
+
+
 def _finish(
     cfg: DataConfig,
     settings: Preprocessing,
     index: TuabIndex,
     key: str,
-    cache_dir: Path,
+    cache: Location,
     recordings: pd.DataFrame,
     duplicates: pd.DataFrame,
 ) -> dict:
     """Collects shard statistics and rejection records; writes the CSV files."""
-    shard_dir = cache_dir / "shards"
+    shards = cache.child("shards")
+    present = shards.names()
     used_rows, rejected_rows = [], []
     for row in recordings.to_dict("records"):
-        shard = shard_dir / f"{row['recording']}{SHARD_SUFFIX}"
-        if shard.exists():
-            stats = read_shard_stats(shard)
+        name = f"{row['recording']}{SHARD_SUFFIX}"
+        if name in present:
+            stats = _shard_stats(shards.child(name))
             used_rows.append(
                 {**{k: row[k] for k in ("recording", "subject", "session", "token", "split",
                                         "label", "relpath")},
@@ -200,23 +282,25 @@ def _finish(
                  **{f"dropped_{k}": v for k, v in stats["rejected_windows"].items()}}
             )  # fmt: skip
         else:
-            record = json.loads((shard_dir / f"{row['recording']}{REJECTION_SUFFIX}").read_text())
+            record = json.loads(shards.child(f"{row['recording']}{REJECTION_SUFFIX}").read_bytes())
             rejected_rows.append(record)
     for row in duplicates.to_dict("records"):
         rejected_rows.append({"path": row["path"], "recording": row["recording"],
                               "reason": DUPLICATE, "detail": "an earlier file has this name"})
     rejected = pd.DataFrame(rejected_rows, columns=["path", "recording", "reason", "detail"])
-    atomic_write_bytes(cache_dir / REJECTED, rejected.to_csv(index=False).encode())
+    cache.child(REJECTED).write_bytes(rejected.to_csv(index=False).encode())
     if not used_rows:
         counts = rejected["reason"].value_counts().to_dict()
         raise EmptyCacheError(
             f"no usable windows in {index.root}: all {len(rejected)} recording(s) were "
             f"rejected ({', '.join(f'{r}: {n}' for r, n in counts.items())}); "
-            f"see the manifest of rejected input {cache_dir / REJECTED}"
+            f"see the manifest of rejected input {cache.child(REJECTED)}"
         )
     used = pd.DataFrame(used_rows)
-    atomic_write_bytes(cache_dir / RECORDINGS, used.to_csv(index=False).encode())
-    splits = read_splits(ensure_split_file(cache_dir, cfg.split_seed, cfg.val_fraction))
+    cache.child(RECORDINGS).write_bytes(used.to_csv(index=False).encode())
+    _ensure_split(cache, cfg.split_seed, cfg.val_fraction)
+    split_file = cache.child(split_file_name(cfg.split_seed, cfg.val_fraction))
+    splits = read_splits(io.BytesIO(split_file.read_bytes()))
     with_split = used.merge(
         splits[["subject", "source_split", "split"]].rename(columns={"split": "fold"}),
         left_on=["subject", "split"], right_on=["subject", "source_split"], how="left",

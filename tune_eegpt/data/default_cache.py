@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from tune_eegpt.config import DataConfig
-from tune_eegpt.data.build import prepare_cache
+from tune_eegpt.data.build import TaskRunner, build_window_cache
+from tune_eegpt.data.storage import Location, is_uri
 from tune_eegpt.data.synthetic import SyntheticSpec, ensure_synthetic_corpus
 
 
@@ -20,18 +21,33 @@ def synthetic_spec(cfg: DataConfig) -> SyntheticSpec:
     )
 
 
-def ensure_synthetic_cache(cfg: DataConfig, workers: int | None = None) -> Path:
+def ensure_synthetic_cache(
+    cfg: DataConfig, workers: int | None = None, runner: TaskRunner | None = None
+) -> Path | str:
     """Generates the synthetic corpus under ``<cache_dir>/synthetic/<spec hash>/`` unless it
     is already complete, then builds or reuses its window cache under
     ``<cache_dir>/windows/<key>/`` and returns that directory."""
+    if is_uri(cfg.cache_dir):
+        raise ValueError(
+            f"data.cache_dir={cfg.cache_dir!r}: the synthetic corpus is written as EDF files "
+            "under the cache folder, which must then be a local folder or shared mount"
+        )
     cache_dir = Path(cfg.cache_dir).expanduser()
     corpus = ensure_synthetic_corpus(cache_dir / "synthetic", synthetic_spec(cfg))
-    return prepare_cache(cfg, corpus, cache_dir / "windows", workers or default_workers())
+    return _build(cfg, corpus, workers, runner)
 
 
-def ensure_cache(cfg: DataConfig, workers: int | None = None) -> Path:
-    """The window cache of ``cfg.data_root``, or of the synthetic corpus when it is None."""
+def ensure_cache(
+    cfg: DataConfig, workers: int | None = None, runner: TaskRunner | None = None
+) -> Path | str:
+    """The window cache of ``cfg.data_root``, or of the synthetic corpus when it is None.
+    ``runner`` decides where recordings are decoded (build.py); by default on this machine."""
     if cfg.data_root is None:
-        return ensure_synthetic_cache(cfg, workers)
-    out = Path(cfg.cache_dir).expanduser() / "windows"
-    return prepare_cache(cfg, cfg.data_root, out, workers or default_workers())
+        return ensure_synthetic_cache(cfg, workers, runner)
+    return _build(cfg, cfg.data_root, workers, runner)
+
+
+def _build(cfg: DataConfig, corpus: str | Path, workers: int | None, runner) -> Path | str:
+    out = Location(cfg.cache_dir).child("windows")
+    result = build_window_cache(cfg, corpus, str(out), workers or default_workers(), runner=runner)
+    return result.path

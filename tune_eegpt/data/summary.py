@@ -21,7 +21,7 @@ def format_summary(manifest: dict, cache_dir: Path | str) -> str:
     for reason, count in sorted(files["rejected"].items()):
         lines.append(f"    rejected - {reason}: {count}")
     if files["rejected"]:
-        manifest_csv = Path(cache_dir) / "rejected.csv"
+        manifest_csv = f"{str(cache_dir).rstrip('/')}/rejected.csv"  # a path or a URI
         lines.append(f"    (every rejected file and its reason: {manifest_csv})")
     dropped = {k: v for k, v in manifest["dropped_windows"].items() if v}
     if dropped:
@@ -49,8 +49,7 @@ def format_summary(manifest: dict, cache_dir: Path | str) -> str:
         )
     if "build" in manifest:
         build = manifest["build"]
-        lines.append(
-            f"  built {build['built']} recording(s) in {build['seconds']:.1f} s "
-            f"with {build['workers']} worker(s)"
-        )
+        how = (f"with {build['workers']} worker(s)" if isinstance(build["workers"], int)
+               else f"as {build['workers']}")  # fmt: skip
+        lines.append(f"  built {build['built']} recording(s) in {build['seconds']:.1f} s {how}")
     return "\n".join(lines)

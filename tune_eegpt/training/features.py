@@ -76,8 +76,8 @@ def build_feature_cache(
     computed now unless a finished file is already there.
 
     The encoder runs on ``device`` in eval mode under ``torch.inference_mode`` (bf16
-    autocast on CUDA) and is left as it was found; the file is written to a temporary
-    name and renamed, so a reader never sees half of it.
+    autocast on a CUDA GPU that supports it) and is left as it was found; the file is
+    written to a temporary name and renamed, so a reader never sees half of it.
     """
     if dtype not in _NUMPY_DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_NUMPY_DTYPES)}")
@@ -118,11 +118,9 @@ def _encode(
     encoder: nn.Module, windows: BatchSource, batch_size: int, device: torch.device, dtype: type
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     ids = _recording_ids(windows)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda"
-        else contextlib.nullcontext()
-    )
+    # bf16 where the GPU has it (Ampere and later); older GPUs and the CPU run float32
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     for start in range(0, len(windows), batch_size):
         index = np.arange(start, min(start + batch_size, len(windows)))
         x, y = windows.get_batch(index)
