@@ -3,13 +3,13 @@ after a hard kill (steps.csv and TensorBoard, read as TensorBoard reads them).""
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from tensorboard_view import tensorboard_view
 
 from probe_fixtures import toy_trainer
 from tune_eegpt.training.checkpoint import checkpoint_name
@@ -18,35 +18,6 @@ from tune_eegpt.training.step_log import read_steps_csv
 TESTS = Path(__file__).parent
 SETTINGS = dict(n=64, batch_size=8, accum_steps=1, epochs=4, checkpoint_every_steps=5,
                 keep_checkpoints=20)
-
-
-def tensorboard_view(folder: Path) -> dict[str, list[tuple[int, float]]]:
-    """{tag: [(step, value), ...]} as TensorBoard shows a run folder: with TensorBoard's own
-    EventAccumulator when it is installed; otherwise by reading the event files in name order
-    and applying the rule TensorBoard applies to files of version brain.Event:2: a
-    SessionLog.START event at step s discards the events read so far at steps >= s."""
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:
-        EventAccumulator = None
-    if EventAccumulator is not None:
-        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
-        acc.Reload()
-        return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
-    from tensorboardX.proto import event_pb2
-
-    seen: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(folder.glob("events.out.tfevents.*")):
-        data, pos = path.read_bytes(), 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
-            pos += 12 + length + 4
-            if event.session_log.status == event_pb2.SessionLog.START:
-                seen = {t: [(s, v) for s, v in rows if s < event.step] for t, rows in seen.items()}
-            for value in event.summary.value:
-                seen.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return seen
 
 
 def finish(trainer) -> None:
@@ -93,6 +64,7 @@ _KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from probe_fixtures import toy_trainer
+from tensorboard_view import tensorboard_view
 trainer = toy_trainer(log_dir={run!r}, **{settings!r})
 def kill_at_step_23(t):
     if t.global_step == 23:
