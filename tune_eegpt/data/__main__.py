@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tune_eegpt.data",
         description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
+        allow_abbrev=False,  # "--data" must not be taken for "--data-root"
     )
     commands = parser.add_subparsers(required=True, metavar="command")
 
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "and write the window cache to <out>/<key>/ with a manifest of rejected files and the "
         "subject-wise split. An unchanged corpus and settings reuse the cache at once; an "
         "interrupted build resumes. Prints the cache directory last.",
+        allow_abbrev=False,
     )
     prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
     prepare.add_argument("--out", required=True, help="folder that holds caches, one per key")
@@ -82,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "synth",
         help="write the synthetic TUAB-like corpus (EDF files)",
         description="Write a synthetic corpus in TUAB's layout, naming and channel labels.",
+        allow_abbrev=False,
     )
     synth.add_argument("--out", required=True, help="new folder to write the corpus into")
     synth.add_argument("--subjects", type=int, default=SyntheticSpec.subjects,
@@ -95,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser(
         "info", help="summarise a window cache",
         description="Summarise a cache directory, or every complete cache directly under DIR.",
+        allow_abbrev=False,
     )  # fmt: skip
     info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")
     info.set_defaults(run=_info)
