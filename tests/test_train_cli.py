@@ -52,12 +52,19 @@ def _long_run_config(tiny_base, tmp_path, **train) -> Path:
     return path
 
 
-def _wait_for_rows(path: Path, proc: subprocess.Popen, rows: int) -> None:
+def _wait_for_training(proc: subprocess.Popen, steps_csv: Path, past_step: int) -> str:
+    """Waits until the run has logged ``past_step``; returns what it printed before training."""
+    printed = ""
+    for line in proc.stdout:  # unbuffered: "N training rows ..." comes just before step 0
+        printed += line
+        if "training rows" in line:
+            break
     while proc.poll() is None:
-        if path.is_file() and path.read_text().count("\n") > rows:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the run ended before logging {rows} steps: {proc.communicate()}")
+        rows = read_steps_csv(steps_csv)
+        if rows and int(rows[-1]["global_step"]) >= past_step:
+            return printed
+        time.sleep(0.02)
+    raise AssertionError(f"the run ended before step {past_step}: {proc.communicate()}")
 
 
 @pytest.mark.slow
@@ -69,9 +76,13 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
     config = _long_run_config(tiny_base, tmp_path, checkpoint_every_steps=7)
     command = [sys.executable, "-m", "tune_eegpt.train", "--config", str(config)]
     command += ["--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    resumed_step = 0
     for attempt, delay in enumerate([0.0, 0.02, 0.1, 0.3, 0.7]):
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_for_rows(out / "steps.csv", proc, rows=10 * (attempt + 1))
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        before = _wait_for_training(proc, out / "steps.csv", past_step=resumed_step + 10)
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGINT)
         try:
@@ -92,7 +103,8 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
         expected = ["python", "-m", "tune_eegpt.train", "--config", str(out / "config.yaml")]
         assert shlex.split(match.group(3)) == [*expected, "--resume", str(last)]
         command = [sys.executable, *shlex.split(match.group(3))[1:]]
-        assert ("resumed from" in stdout) == (attempt > 0)
+        resumed_step = load_checkpoint_file(last)["global_step"]
+        assert ("resumed from" in before + stdout) == (attempt > 0)
     # the logs of five interrupted pieces: every step once, in order, CSV and TensorBoard alike
     steps = [int(r["global_step"]) for r in read_steps_csv(out / "steps.csv")]
     assert steps == list(range(len(steps))) and len(steps) > 50
@@ -164,4 +176,12 @@ def test_bad_values_get_one_error_line_before_any_work(tiny_base, tmp_path, caps
     for extra, message in cases.items():
         assert train.main(["--config", str(config), "--out", str(out), *extra]) == 2
         assert capsys.readouterr().err.strip() == message
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["data_root"] = str(tmp_path / "no-tuab")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(yaml.safe_dump(raw))
+    assert train.main(["--config", str(missing), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {missing}: data.data_root={str(tmp_path / 'no-tuab')!r}: no such folder\n"
+    )
     assert not out.exists()

@@ -292,9 +292,14 @@ def require_real_inputs(cfg: RunConfig, source: str = "config") -> None:
     """Refuses a config that asks for the large (pretrained) encoder but leaves out what it
     needs: ``model.checkpoint`` (else its weights would be random) and ``data.data_root``
     (else it would run on the synthetic corpus), as the unedited ``paper_aligned.yaml``
-    does. ``model.random_large_encoder: true`` allows both on purpose. Cheap; call it before
-    any data preparation (``train`` and the search do)."""
+    does. ``model.random_large_encoder: true`` allows both on purpose. The data root and
+    checkpoint a config names must exist. Cheap; call it before any data preparation
+    (``train`` does; the search should)."""
     model, data = cfg.model, cfg.data
+    if data.data_root is not None and not Path(data.data_root).expanduser().is_dir():
+        raise ConfigError(f"{source}: data.data_root={data.data_root!r}: no such folder")
+    if model.checkpoint is not None and not Path(model.checkpoint).expanduser().is_file():
+        raise ConfigError(f"{source}: model.checkpoint={model.checkpoint!r}: no such file")
     if model.encoder != "large" or model.random_large_encoder:
         return
     missing = []
