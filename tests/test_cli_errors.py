@@ -33,3 +33,10 @@ def test_schedule_names_an_output_it_cannot_write_before_any_work(tmp_path, caps
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: --plot {tmp_path / 'lr.txt'}: unknown image type ")
     assert "png" in captured.err and captured.err.count("\n") == 1 and captured.out == ""
+
+
+def test_schedule_refuses_a_batch_count_below_one(capsys):
+    assert schedule_cli.main(["--batches-per-epoch", "-3"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --batches-per-epoch=-3 is not allowed: expected an integer >= 1\n"
+    )

@@ -74,7 +74,11 @@ def write_csv(run: ScheduleDryRun, path: Path) -> None:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """--csv and --plot name files that can be written, in a format the plot supports."""
+    """--batches-per-epoch is a count; --csv and --plot name files that can be written, in a
+    format the plot supports."""
+    if args.batches_per_epoch < 1:
+        n = args.batches_per_epoch
+        raise ValueError(f"--batches-per-epoch={n} is not allowed: expected an integer >= 1")
     for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
         if path is not None and path.is_dir():
             raise ValueError(f"{flag} {path} is a folder: give a file name")
