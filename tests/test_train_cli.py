@@ -112,6 +112,7 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
     assert [s for s, _ in board] == steps
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_with_a_run_is_refused(tiny_base, tmp_path, capsys):
     _, config = tiny_base
     out = tmp_path / "run"
