@@ -143,6 +143,18 @@ def test_a_second_run_into_a_folder_with_a_run_is_refused(tiny_base, tmp_path, c
     again = ["--config", str(config), "--out", str(out), "--resume", str(other / "checkpoints")]
     assert train.main(again) == 2
     assert f"is not from {out}, which holds another run" in capsys.readouterr().err
+    # and a checkpoint resumed under a config that changes the outcome, before any data work
+    raw = yaml.safe_load(config.read_text())
+    raw["schedule"]["max_lr"] = 1e-3
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(raw))
+    third = tmp_path / "third"
+    resume = ["--resume", str(other / "checkpoints")]
+    assert train.main(["--config", str(changed), "--out", str(third), *resume]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume ") and err.count("\n") == 1
+    assert "differing fields: schedule.max_lr (checkpoint 0.003, now 0.001)" in err
+    assert not third.exists()
 
 
 def test_the_unedited_paper_config_says_what_to_fill_in(tmp_path, capsys):

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
+from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of, require_real_inputs
 from tune_eegpt.training.checkpoint import (
     CheckpointError,
     checkpoint_name,
@@ -97,7 +97,18 @@ def _check_inputs(args: argparse.Namespace) -> tuple[RunConfig, Path, Resume | N
                 f"(checkpoints up to {held[-1].name}): give the resumed run a new folder "
                 f"with --out, or resume {out / 'checkpoints'}"
             )
-        resume = ckpt, load_checkpoint_file(ckpt)  # small: read now, before any data work
+        state = load_checkpoint_file(ckpt)  # small: read now, before any data work
+        if state.get("config_fingerprint") != cfg.fingerprint():
+            theirs = outcome_fields_of(state.get("config", {}))
+            differing = ", ".join(
+                f"{k} (checkpoint {theirs.get(k)!r}, now {cfg.outcome_fields().get(k)!r})"
+                for k in cfg.outcome_differences(theirs)
+            )
+            raise CheckpointError(
+                f"--resume {ckpt} was made under a different config; differing fields: "
+                f"{differing}"
+            )
+        resume = ckpt, state
     elif held:
         raise ConfigError(
             f"{out} already holds a run (checkpoints up to {held[-1].name}): continue it "
