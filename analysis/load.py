@@ -140,9 +140,32 @@ def save_frames(experiment: Experiment, out_dir: str | Path) -> tuple[Path, Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trials, history = out / TRIALS_PARQUET, out / HISTORY_PARQUET
-    experiment.trials.to_parquet(trials, index=False)
-    experiment.history.to_parquet(history, index=False)
+    _counts_as_integers(experiment.trials).to_parquet(trials, index=False)
+    _counts_as_integers(experiment.history).to_parquet(history, index=False)
     return trials, history
+
+
+# Counts that Tune's results carry as floats; nullable integers in the parquet files.
+COUNT_COLUMNS = (
+    "best_epoch",
+    "epochs_run",
+    "epoch",
+    "global_step",
+    "samples_seen",
+    "training_iteration",
+)
+
+
+def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Count columns whose values are all whole numbers (or missing) become Int64."""
+    frame = frame.copy()
+    for name in COUNT_COLUMNS:
+        if name not in frame or not pd.api.types.is_numeric_dtype(frame[name]):
+            continue
+        values = frame[name].dropna().astype(float)
+        if (values == values.round()).all():
+            frame[name] = frame[name].astype("Float64").round().astype("Int64")
+    return frame
 
 
 def load_steps(experiment: Experiment, trial_ids: list[str]) -> pd.DataFrame:

@@ -186,12 +186,26 @@ def test_bootstrap_intervals_resample_recordings():
 def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("TUNE_EEGPT_EXPERIMENT", str(experiment_dir))
+    # As `jupyter notebook analysis/trials.ipynb` runs it: from its own folder, with its
+    # default experiment (the newest under the checkout's runs/).
+    monkeypatch.delenv("TUNE_EEGPT_EXPERIMENT", raising=False)
     monkeypatch.setenv("TUNE_EEGPT_ANALYSIS_OUT", str(tmp_path / "nb"))
+    runs = REPO / "runs"
+    made_runs = not runs.exists()
+    runs.mkdir(exist_ok=True)
+    link = runs / f"notebook-test-{os.getpid()}"
+    link.symlink_to(experiment_dir, target_is_directory=True)
+    os.utime(experiment_dir)  # the newest experiment there
     nb = nbformat.read(REPO / "analysis" / "trials.ipynb", as_version=4)
-    nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
-    ).execute()
+    try:
+        folder = {"metadata": {"path": str(REPO / "analysis")}}
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources=folder).execute()
+    finally:
+        link.unlink()
+        if made_runs:
+            runs.rmdir()
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"{NUM_TRIALS} trials, searched" in printed
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]  # fmt: skip
     assert len(images) >= 4  # three plots and the schedule, inline

@@ -114,3 +114,18 @@ def test_unusable_files_are_rejected_with_their_reason(tmp_path, make, reason, d
     assert isinstance(result, Rejection)
     assert result.reason == reason
     assert detail in result.detail
+
+
+def test_a_file_with_several_problems_lists_every_reason_in_one_pass(tmp_path) -> None:
+    # 128 Hz, 3 s and two electrodes missing: fixing the labels alone must not be met by a
+    # second rejection for the rate.
+    kept = [e for e in TUAB_EEG if e not in ("O2", "T3")]
+    result = read_recording(write_edf(tmp_path / "bad.edf", 128.0, 3, kept), SETTINGS)
+    assert isinstance(result, Rejection)
+    assert result.reason == (
+        f"{preprocess.MISSING_CHANNELS}; {preprocess.SFREQ_TOO_LOW}; {preprocess.TOO_SHORT}"
+    )
+    assert result.detail == (
+        "T7, O2; 128 Hz has its Nyquist frequency at or below h_freq=75 Hz; "
+        "3.0 s after a 0 s start crop, but a window is 4 s"
+    )

@@ -61,6 +61,14 @@ def test_missing_config_is_one_line(tmp_path, cache, capsys):
     assert error_line(capsys) == f"error: --config {tmp_path / 'x.yaml'}: no such file"
 
 
+def test_the_unedited_paper_config_says_what_to_fill_in(cache, capsys):
+    paper = ROOT / "tune_eegpt" / "configs" / "paper_aligned.yaml"
+    assert run_search(["--config", str(paper)], cache) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: --config {paper}: the large encoder needs real inputs; ")
+    assert "fill in data.data_root" in line and "model.checkpoint" in line
+
+
 def test_space_value_the_config_rejects_is_found_before_the_search(tmp_path, cache, capsys):
     space = write_space(tmp_path, "bad", {"max_lr": {"distribution": "choice",
                                                      "values": [0.0, 1e-3]}})  # fmt: skip

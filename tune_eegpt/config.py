@@ -62,6 +62,9 @@ class ModelConfig:
     input_scale: float | None = None
     # Lightning .ckpt files are pickles: allow torch.load(weights_only=False) for this file.
     trusted_checkpoint: bool = False
+    # The large encoder without model.checkpoint (random weights), and without
+    # data.data_root (the synthetic corpus), on purpose: see require_real_inputs.
+    random_large_encoder: bool = False
 
 
 @dataclass
@@ -135,6 +138,7 @@ NON_OUTCOME_FIELDS = frozenset(
         "data.cache_dir",
         "data.data_root",  # the data's identity enters through the cache key instead
         "model.trusted_checkpoint",  # how the file may be read, not what it holds
+        "model.random_large_encoder",  # a permission: the weights follow from the other fields
         "train.device",
         "train.threads",
         "train.checkpoint_every_steps",
@@ -276,6 +280,35 @@ class RunConfig:
 
 
 _MISSING = object()
+
+
+def require_real_inputs(cfg: RunConfig, source: str = "config") -> None:
+    """Refuses a config that asks for the large (pretrained) encoder but leaves out what it
+    needs: ``model.checkpoint`` (else its weights would be random) and ``data.data_root``
+    (else it would run on the synthetic corpus), as the unedited ``paper_aligned.yaml``
+    does. ``model.random_large_encoder: true`` allows both on purpose. The data root and
+    checkpoint a config names must exist. Cheap; call it before any data preparation
+    (``train`` does; the search should)."""
+    model, data = cfg.model, cfg.data
+    if data.data_root is not None and not Path(data.data_root).expanduser().is_dir():
+        raise ConfigError(f"{source}: data.data_root={data.data_root!r}: no such folder")
+    if model.checkpoint is not None and not Path(model.checkpoint).expanduser().is_file():
+        raise ConfigError(f"{source}: model.checkpoint={model.checkpoint!r}: no such file")
+    if model.encoder != "large" or model.random_large_encoder:
+        return
+    missing = []
+    if data.data_root is None:
+        missing.append("data.data_root (TUAB's edf folder, holding train/ and eval/)")
+    if model.checkpoint is None:
+        missing.append("model.checkpoint (the EEGPT weights, eegpt_mcae_58chs_4s_large4E.ckpt)")
+    if missing:
+        stand_ins = ["untrained"] * (model.checkpoint is None) + [
+            "on the synthetic corpus"
+        ] * (data.data_root is None)
+        raise ConfigError(
+            f"{source}: the large encoder needs real inputs; fill in {' and '.join(missing)}, "
+            f"or set model.random_large_encoder: true to run it {' and '.join(stand_ins)}"
+        )
 
 
 def outcome_fields_of(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:

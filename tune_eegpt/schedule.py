@@ -73,9 +73,31 @@ def write_csv(run: ScheduleDryRun, path: Path) -> None:
         writer.writerows((k, e, repr(lr)) for k, e, lr in run.rows())
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """--batches-per-epoch is a count; --csv and --plot name files that can be written, in a
+    format the plot supports."""
+    if args.batches_per_epoch < 1:
+        n = args.batches_per_epoch
+        raise ValueError(f"--batches-per-epoch={n} is not allowed: expected an integer >= 1")
+    for flag, path in (("--csv", args.csv), ("--plot", args.plot)):
+        if path is not None and path.is_dir():
+            raise ValueError(f"{flag} {path} is a folder: give a file name")
+    if args.plot is not None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        kind = args.plot.suffix.lstrip(".").lower()
+        if kind not in formats:
+            raise ValueError(
+                f"--plot {args.plot}: unknown image type {kind or '(no suffix)'!r}; "
+                f"use one of {', '.join(sorted(formats))} (.png, for example)"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         cfg = RunConfig.from_yaml(args.config) if args.config else RunConfig()
         overrides = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
         cfg = cfg.with_overrides(overrides, source="command line")
@@ -84,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(schedule_summary_lines(cfg, run, args.batches_per_epoch)))
-    if args.csv:
-        write_csv(run, args.csv)
-        print(f"wrote {args.csv}")
-    if args.plot:
-        plot_schedule(run, args.plot)
-        print(f"wrote {args.plot}")
+    try:
+        if args.csv:
+            write_csv(run, args.csv)
+            print(f"wrote {args.csv}")
+        if args.plot:
+            plot_schedule(run, args.plot)
+            print(f"wrote {args.plot}")
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

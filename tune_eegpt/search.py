@@ -27,7 +27,7 @@ from typing import Any
 
 from search_spaces import SearchSpace, load_space
 from tune_eegpt.atomic_write import atomic_write_text
-from tune_eegpt.config import ConfigError, RunConfig
+from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
 from tune_eegpt.data.tuab_index import index_tuab
 from tune_eegpt.end_state import end_state
 from tune_eegpt.search_report import TrialOutcome, search_summary_lines
@@ -159,6 +159,7 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     cfg = base_run_config(args)
     space = load_space(args.space)
     cfg = cfg.with_overrides(space.fixed, source=f"space {space.name}: fixed")
+    require_real_inputs(cfg, source=f"--config {args.config}" if args.config else "the run config")
     space.check_values(cfg)
     if args.resume:
         storage = storage_path(args.storage)

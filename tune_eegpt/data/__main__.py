@@ -71,21 +71,21 @@ def _info(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        allow_abbrev=False,
         prog="python -m tune_eegpt.data",
         description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
+        allow_abbrev=False,  # "--data" must not be taken for "--data-root"
     )
     commands = parser.add_subparsers(required=True, metavar="command")
 
     prepare = commands.add_parser(
         "prepare",
-        allow_abbrev=False,
         help="build (or reuse) the window cache of an EDF tree",
         description="Index {train,eval}/{normal,abnormal}/**/*.edf under --data-root, read and "
         "preprocess every recording with MNE (channels, band-pass, notch, resample, windows), "
         "and write the window cache to <out>/<key>/ with a manifest of rejected files and the "
         "subject-wise split. An unchanged corpus and settings reuse the cache at once; an "
         "interrupted build resumes. Prints the cache directory last.",
+        allow_abbrev=False,
     )
     prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
     prepare.add_argument("--out", required=True,
@@ -104,9 +104,9 @@ def _parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser(
         "synth",
-        allow_abbrev=False,
         help="write the synthetic TUAB-like corpus (EDF files)",
         description="Write a synthetic corpus in TUAB's layout, naming and channel labels.",
+        allow_abbrev=False,
     )
     synth.add_argument("--out", required=True, help="new folder to write the corpus into")
     synth.add_argument("--subjects", type=int, default=SyntheticSpec.subjects,
@@ -119,9 +119,9 @@ def _parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info",
-        allow_abbrev=False,
         help="summarise a window cache",
         description="Summarise a cache directory, or every complete cache directly under DIR.",
+        allow_abbrev=False,
     )  # fmt: skip
     info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")
     info.set_defaults(run=_info)

@@ -33,8 +33,8 @@ _MNE_TRUNCATION_WARNING = "does not match the file size"
 
 @dataclass
 class Rejection:
-    reason: str  # one of the constants above
-    detail: str
+    reason: str  # one of the constants above, or several joined by "; "
+    detail: str  # what was found, for each reason in the same order
 
 
 @dataclass
@@ -55,22 +55,21 @@ def read_recording(path: str | Path, settings: Preprocessing) -> RecordingWindow
     raw = raw_or_rejection
     source_sfreq = float(raw.info["sfreq"])
 
+    # Every header-level problem at once, so that a fixed file is not rejected again for
+    # a reason that was there all along.
     found, missing = match_channels(raw.ch_names, settings.channels)
+    problems = []
     if missing:
-        return Rejection(MISSING_CHANNELS, ", ".join(missing))
+        problems.append((MISSING_CHANNELS, ", ".join(missing)))
     if settings.h_freq >= source_sfreq / 2:
-        return Rejection(
-            SFREQ_TOO_LOW,
-            f"{source_sfreq:g} Hz has its Nyquist frequency at or below h_freq="
-            f"{settings.h_freq:g} Hz",
-        )
+        nyquist = f"{source_sfreq:g} Hz has its Nyquist frequency at or below h_freq="
+        problems.append((SFREQ_TOO_LOW, f"{nyquist}{settings.h_freq:g} Hz"))
     usable_s = raw.n_times / source_sfreq - settings.crop_start_s
     if usable_s < settings.window_s:
-        return Rejection(
-            TOO_SHORT,
-            f"{usable_s:.1f} s after a {settings.crop_start_s:g} s start crop; a window is "
-            f"{settings.window_s:g} s",
-        )
+        crop = f"{usable_s:.1f} s after a {settings.crop_start_s:g} s start crop"
+        problems.append((TOO_SHORT, f"{crop}, but a window is {settings.window_s:g} s"))
+    if problems:
+        return Rejection("; ".join(r for r, _ in problems), "; ".join(d for _, d in problems))
 
     try:
         data_uv = _filter_and_resample(raw, found, settings)  # (C, N) at settings.sfreq

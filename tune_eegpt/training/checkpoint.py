@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 from pathlib import Path
@@ -43,12 +44,28 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         path = found[-1]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(
+            f"{path}: not a trainer checkpoint: those are files that torch.save writes "
+            "(zip archives named step-<global_step>.pt, in a run's checkpoints/ folder); "
+            f"this one {_describe_start(head)}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError variously
+    except pickle.UnpicklingError as exc:
+        # torch's text advises weights_only=False: wrong here, trainer checkpoints never
+        # need it, and unsafe for a file of unknown origin
         raise CheckpointError(
-            f"{path}: cannot read this checkpoint ({type(exc).__name__}: {exc}). It is "
-            "truncated or not a tune-eegpt trainer checkpoint; resume from an earlier one."
+            f"{path}: not a tune-eegpt trainer checkpoint: it holds pickled Python objects "
+            "that trainer checkpoints never contain"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError/EOFError variously
+        raise CheckpointError(
+            f"{path}: cannot read this checkpoint ({type(exc).__name__}: "
+            f"{str(exc).split('. ')[0]}). It is truncated or corrupt; "
+            "resume from an earlier one."
         ) from exc
     found = state.get("format") if isinstance(state, dict) else type(state).__name__
     if found != CHECKPOINT_FORMAT:
@@ -57,6 +74,14 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
             f"(expected format '{CHECKPOINT_FORMAT}', found {found!r})"
         )
     return state
+
+
+def _describe_start(head: bytes) -> str:
+    if not head:
+        return "is empty"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return f"is a text file (it starts with {head.decode()!r})"
+    return f"starts with the bytes {head!r}"
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:

@@ -7,7 +7,6 @@ and the scheduler never moves anywhere else.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from tune_eegpt.training.checkpoint import (
 )
 from tune_eegpt.training.metrics import binary_metrics, recording_level
 from tune_eegpt.training.onecycle import build_onecycle, check_warmup, schedule_length
+from tune_eegpt.training.step_log import StepLog
 
 _AUTOCAST_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -111,8 +111,7 @@ class ProbeTrainer:
         self.step_log: list[dict[str, float]] = []  # this process's per-step records
 
         self.log_dir = Path(log_dir) if log_dir is not None else None
-        self._writer = None
-        self._csv = None
+        self._logs = StepLog(log_dir, cfg.log.tensorboard) if log_dir is not None else None
 
     # ---- training --------------------------------------------------------------------
     @property
@@ -335,8 +334,12 @@ class ProbeTrainer:
         self.sampler_seed = state["sampler_seed"]
         self.best_val_auroc = state["best_val_auroc"]
         restore_rng_state(state["rng"])
+        if self._logs is not None:  # what was logged after this checkpoint is dropped
+            self._logs.rewind(self.global_step, self.epoch > 0 and self.batch_in_epoch == 0)
 
     def save_checkpoint(self, folder: str | Path) -> Path:
+        if self._logs is not None:  # the log reaches the disk before the checkpoint does
+            self._logs.flush()
         path = save_atomic(self.state_dict(), Path(folder) / checkpoint_name(self.global_step))
         prune_checkpoints(folder, self.cfg.train.keep_checkpoints)
         return path
@@ -354,48 +357,18 @@ class ProbeTrainer:
             "grad_norm": grad_norm,
         }
         self.step_log.append(record)
-        if self.log_dir is None or step % self.cfg.log.log_every_steps:
-            return
-        self._open_logs()
-        self._csv[1].writerow(record)
-        if self._writer is not None:
-            self._writer.add_scalar("train/lr", lr, step)
-            self._writer.add_scalar("train/loss", loss, step)
-            self._writer.add_scalar("train/grad_norm", grad_norm, step)
+        if self._logs is not None and step % self.cfg.log.log_every_steps == 0:
+            self._logs.write_step(record)
 
     def _log_scalars(self, values: dict[str, float], prefix: str) -> None:
-        if self.log_dir is None:
-            return
-        self._open_logs()
-        if self._writer is not None:
-            for k, v in values.items():
-                self._writer.add_scalar(prefix + k.removeprefix("val_"), v, self.global_step)
-            self._writer.flush()
-        self._csv[0].flush()
-
-    def _open_logs(self) -> None:
-        if self._csv is not None:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        path = self.log_dir / "steps.csv"
-        new = not path.exists()
-        fh = path.open("a", newline="")
-        writer = csv.DictWriter(fh, ["global_step", "epoch", "lr", "loss", "grad_norm"])
-        if new:
-            writer.writeheader()
-        self._csv = (fh, writer)
-        if self.cfg.log.tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.log_dir / "tensorboard"))
+        if self._logs is not None:
+            scalars = {prefix + k.removeprefix("val_"): v for k, v in values.items()}
+            self._logs.write_eval(scalars, self.global_step)
+            self._logs.flush()
 
     def _close_logs(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._csv is not None:
-            self._csv[0].close()
-            self._csv = None
+        if self._logs is not None:
+            self._logs.close()
 
     def close(self) -> None:
         self._close_logs()
