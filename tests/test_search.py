@@ -214,8 +214,11 @@ def test_ctrl_c_before_the_trials_start_is_one_clear_line(ray_cluster, base, tmp
     cmd = search_command(config, space, tmp_path, "early", ray_cluster, "--num-samples", "1")
     driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=plain_user_env(tmp_path))  # fmt: skip
-    first = driver.stdout.readline()
-    assert first.startswith("preparing data"), first
+    first = ""  # Ray's own "Connecting to existing Ray cluster" line comes first
+    while not first.splitlines()[-1:] or not first.splitlines()[-1].startswith("preparing data"):
+        line = driver.stdout.readline()
+        assert line, first
+        first += line
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=180)
     out = first + out
