@@ -1,0 +1,92 @@
+"""Feature rows as one gatherable table, for the trainer's fast path.
+
+A ``FeatureBatches`` file is an Arrow IPC file of many record batches, so its rows sit in
+many buffers of one memory map. ``feature_rows`` maps every row of a split to its byte
+offset in that map and gathers a micro-batch with a single ``index_select`` over an
+overlapping strided view of the whole file (row ``i`` of the view starts at byte ``i``),
+instead of a Python loop over the file's chunks. The map is the page cache's copy, shared
+by every trial process on the machine; nothing is copied at setup.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from tune_eegpt.training.batches import BatchSource, RowSubset, TensorBatches
+from tune_eegpt.training.features import FeatureBatches
+
+_ELEMENT_DTYPES = (torch.float16, torch.float32)
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """``table`` (M, row_bytes) uint8, possibly an overlapping strided view; ``index`` (n,)
+    the table row of each row of the split; ``labels`` (n,) float32; rows hold ``width``
+    values of ``dtype``, the flattening of ``feature_shape``."""
+
+    table: torch.Tensor
+    index: torch.Tensor
+    labels: torch.Tensor
+    dtype: torch.dtype
+    feature_shape: tuple[int, ...]
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.feature_shape))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def gather(self, rows: torch.Tensor) -> torch.Tensor:
+        """The split's rows ``rows`` (int64) as a fresh contiguous (len, width) tensor."""
+        raw = torch.index_select(self.table, 0, self.index[rows])  # (len, row_bytes) uint8
+        return raw.view(self.dtype)
+
+    def subset(self, rows: np.ndarray) -> FeatureRows:
+        rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return FeatureRows(
+            self.table, self.index[rows_t], self.labels[rows_t], self.dtype, self.feature_shape
+        )
+
+
+def feature_rows(source: BatchSource) -> FeatureRows | None:
+    """The rows of ``source`` as a FeatureRows, or None when it is not made of stored
+    feature rows (windows for a live encoder, or a BatchSource this module does not know)."""
+    if isinstance(source, RowSubset):
+        inner = feature_rows(source.source)
+        return None if inner is None else inner.subset(source.rows)
+    if isinstance(source, FeatureBatches):
+        return _file_rows(source)
+    if isinstance(source, TensorBatches) and source.x.dtype in _ELEMENT_DTYPES:
+        x = source.x.contiguous()
+        table = x.reshape(len(x), -1).view(torch.uint8)
+        return FeatureRows(table, torch.arange(len(x)), source.y, x.dtype, tuple(x.shape[1:]))
+    return None
+
+
+def _file_rows(features: FeatureBatches) -> FeatureRows:
+    # Opened again here (same pages of the page cache) to have the map's base address.
+    mapped = pa.memory_map(str(features.path), "r")
+    table = pa.ipc.open_file(mapped).read_all()
+    mapped.seek(0)
+    whole = mapped.read_buffer(mapped.size())  # zero-copy: the whole file
+    column = table.column("features")
+    dtype = torch.float16 if pa.types.is_float16(column.type.value_type) else torch.float32
+    item = 2 if dtype == torch.float16 else 4
+    row_bytes = column.type.list_size * item
+    offsets = []
+    for chunk in column.chunks:
+        values = chunk.flatten()  # this chunk's floats: a buffer and an element offset
+        start = values.buffers()[1].address - whole.address + values.offset * item
+        offsets.append(start + np.arange(len(chunk), dtype=np.int64) * row_bytes)
+    with warnings.catch_warnings():  # read-only memory: torch warns, and we never write
+        warnings.simplefilter("ignore", UserWarning)
+        flat = torch.from_numpy(np.frombuffer(whole, dtype=np.uint8))
+    strided = flat.as_strided((len(flat) - row_bytes + 1, row_bytes), (1, 1))
+    index = torch.from_numpy(np.concatenate(offsets).astype(np.int64))
+    return FeatureRows(strided, index, features.labels, dtype, features.feature_shape)
