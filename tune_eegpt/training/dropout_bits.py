@@ -31,9 +31,13 @@ def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
     return [_SALT, seed % 2**64, epoch, chunk]
 
 
-def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
+def half_dropout_(
+    x: torch.Tensor, seed: int, epoch: int, chunk: int, scratch: np.ndarray | None = None
+) -> torch.Tensor:
     """Zeroes each element of ``x`` (rows, width), float16 or float32, independently with
-    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2."""
+    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2.
+    ``scratch``: an optional integer buffer of at least rows * ceil(width / 8) * 8 elements
+    of the element's width, reused between calls (no allocation, no page faults)."""
     if x.device.type != "cpu":
         return _half_dropout_device_(x, seed, epoch, chunk)
     torch_int, np_int = _INT_OF[x.dtype]
@@ -42,8 +46,12 @@ def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.T
     words = -(-(rows * row_bytes) // 8)
     bits = np.random.PCG64(np.random.SeedSequence(stream_key(seed, epoch, chunk)))
     raw = bits.random_raw(words).view(np.uint8)[: rows * row_bytes].reshape(rows, row_bytes)
-    lanes = np.take(_LUTS[np_int], raw, axis=0).reshape(rows, row_bytes * 8)  # 0 or -1
-    keep = torch.from_numpy(lanes)[:, :width]
+    size = rows * row_bytes * 8
+    if scratch is None or scratch.size < size:
+        scratch = np.empty(size, dtype=np_int)
+    lanes = scratch[:size].reshape(rows, row_bytes, 8)
+    np.take(_LUTS[np_int], raw, axis=0, out=lanes)  # 0 or -1 per element
+    keep = torch.from_numpy(lanes.reshape(rows, row_bytes * 8))[:, :width]
     x.view(torch_int).bitwise_and_(keep)
     return x
 

@@ -42,10 +42,14 @@ class FeatureRows:
     def __len__(self) -> int:
         return len(self.index)
 
-    def gather(self, rows: torch.Tensor) -> torch.Tensor:
-        """The split's rows ``rows`` (int64) as a fresh contiguous (len, width) tensor."""
-        raw = torch.index_select(self.table, 0, self.index[rows])  # (len, row_bytes) uint8
-        return raw.view(self.dtype)
+    def gather(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The split's rows ``rows`` (int64) as a contiguous (len, width) tensor: ``out``
+        (contiguous, of ``dtype``) when given, else a fresh one."""
+        if out is None:
+            out = torch.empty(len(rows), self.width, dtype=self.dtype, device=self.table.device)
+        raw = out.view(torch.uint8)  # (len, row_bytes)
+        torch.index_select(self.table, 0, self.index[rows], out=raw)
+        return out
 
     def subset(self, rows: np.ndarray) -> FeatureRows:
         rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))

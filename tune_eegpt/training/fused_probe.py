@@ -70,7 +70,24 @@ class FusedProbeStep:
         self._order: torch.Tensor | None = None
         self._epoch = -1
         self._chunk = -1
-        self._x = self._y = None
+        self._z = self._x = self._y = self._scratch = None
+        # All gradients live in one flat buffer: written in place (no allocation, no
+        # zero_grad) and normed in one op. The parameters' .grad are views of it.
+        params = [head.probe1.weight, head.probe1.bias, head.probe2.weight, head.probe2.bias]
+        self._params = params
+        self.grads = torch.zeros(sum(p.numel() for p in params), device=self.device)
+        self._grad_views = [
+            g.view(p.shape)
+            for g, p in zip(self.grads.split([p.numel() for p in params]), params, strict=True)
+        ]
+        self._overwrite = True  # the next micro-batch starts an accumulation window
+
+    def new_window(self) -> None:
+        """After an optimizer step: the next micro-batch's gradients replace these."""
+        self._overwrite = True
+
+    def grad_norm(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.grads)
 
     def start_epoch(self, order: np.ndarray, epoch: int) -> None:
         self._order = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(self.device)
@@ -81,17 +98,26 @@ class FusedProbeStep:
         chunk, i = divmod(b, self.chunk_batches)
         if chunk != self._chunk:
             self._prepare(chunk)
-        x = self._x[i * self.batch_size : (i + 1) * self.batch_size]  # (B, N*K) float32
-        y = self._y[i * self.batch_size : (i + 1) * self.batch_size]
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self._y))
+        x, y = self._x[lo:hi], self._y[lo:hi]  # (B, N*K) float32, (B,)
         return self._loss_and_grads(x, y, window_samples), len(y)
 
     def _prepare(self, chunk: int) -> None:
         rows_per_chunk = self.chunk_batches * self.batch_size
         index = self._order[chunk * rows_per_chunk : (chunk + 1) * rows_per_chunk]
-        z = self.rows.gather(index)  # (R, N*K) in the stored dtype, a fresh copy
+        n = len(index)
+        if self._z is None:  # buffers reused for every chunk: no allocation, no page faults
+            where = self.rows.table.device
+            self._z = torch.empty(
+                rows_per_chunk, self.rows.width, dtype=self.rows.dtype, device=where
+            )
+            self._x = torch.empty(rows_per_chunk, self.rows.width, device=self.device)
+            self._scratch = np.empty(rows_per_chunk * (-(-self.rows.width // 8)) * 8, np.int32)
+        z = self.rows.gather(index, out=self._z[:n])  # (R, N*K) in the stored dtype
         if self.head.drop.p and self.head.training:
-            half_dropout_(z, self.seed, self._epoch, chunk)
-        self._x = z.to(self.device, torch.float32)
+            scratch = self._scratch.view(np.int16 if z.dtype == torch.float16 else np.int32)
+            half_dropout_(z, self.seed, self._epoch, chunk, scratch=scratch)
+        self._x[:n].copy_(z)  # the one cast to float32
         self._y = self.rows.labels[index].to(self.device)
         self._chunk = chunk
 
@@ -107,22 +133,27 @@ class FusedProbeStep:
         w1, b1 = p1.weight, p1.bias  # (H, K), (H,)
         w2 = p2.weight.view(n_patches, -1)  # (N, H)
         col = w2.sum(0)  # (H,)
-        v = (w2 @ w1).view(-1)  # (N*K,)
-        c = p2.bias + col @ b1  # (1,)
-        logits = torch.addmv(c.expand(len(x)), x, v, alpha=self.scale)  # (B,)
+        v = torch.mm(w2, w1).mul_(self.scale).view(-1, 1)  # (N*K, 1): both maps in one
+        c = torch.addmv(p2.bias, col.view(1, -1), b1)  # (1,)
+        # mm, not mv/addmv: on CPU those take slower kernels for these shapes
+        logits = torch.mm(x, v).view(-1).add_(c)  # (B,)
         loss = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / window_samples
         d = torch.sigmoid(logits).sub_(y).div_(window_samples)  # dL/dlogit, (B,)
-        db2 = d.sum().view(1)
-        y_sum = torch.mv(x.t(), d).mul_(self.scale).view(n_patches, -1)  # (N, K)
-        _accumulate(p1.weight, w2.t() @ y_sum)
-        _accumulate(p1.bias, col * db2)
-        _accumulate(p2.weight, torch.addmm(b1 * db2, y_sum, w1.t()).view(1, -1))
-        _accumulate(p2.bias, db2)
+        db2 = d.sum(0, keepdim=True)  # (1,)
+        y_sum = torch.mm(d.view(1, -1), x).view(n_patches, -1)  # (N, K), times self.scale below
+        g_w1, g_b1, g_w2, g_b2 = self._grad_views
+        g_w2 = g_w2.view(n_patches, -1)
+        if self._overwrite or p1.weight.grad is not g_w1:
+            for p, g in zip(self._params, self._grad_views, strict=True):
+                p.grad = g
+            torch.mm(w2.t(), y_sum, out=g_w1).mul_(self.scale)
+            torch.mul(col, db2, out=g_b1)
+            torch.addmm(b1 * db2, y_sum, w1.t(), beta=1.0, alpha=self.scale, out=g_w2)
+            g_b2.copy_(db2)
+            self._overwrite = False
+        else:
+            g_w1.addmm_(w2.t(), y_sum, alpha=self.scale)
+            g_b1.addcmul_(col, db2)
+            g_w2.addmm_(y_sum, w1.t(), alpha=self.scale).addcmul_(b1.expand_as(g_w2), db2)
+            g_b2.add_(db2)
         return loss
-
-
-def _accumulate(param: nn.Parameter, grad: torch.Tensor) -> None:
-    if param.grad is None:
-        param.grad = grad
-    else:
-        param.grad.add_(grad)

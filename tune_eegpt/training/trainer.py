@@ -263,6 +263,8 @@ class ProbeTrainer:
         clip = self.cfg.optim.grad_clip
         if clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        elif self.fused is not None:  # its gradients sit in one buffer
+            grad_norm = self.fused.grad_norm()
         else:  # the norm is logged; a clip coefficient of 1.0 would change nothing
             grad_norm = torch.nn.utils.get_total_norm(
                 [p.grad for p in params if p.grad is not None]
@@ -274,7 +276,10 @@ class ProbeTrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.fused is not None:
+            self.fused.new_window()  # it overwrites its gradient buffer: nothing to zero
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         if not self._stepped:
             return False  # neither the schedule nor global_step moves for a skipped step
         self.scheduler.step()
