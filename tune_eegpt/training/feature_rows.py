@@ -25,15 +25,18 @@ _ELEMENT_DTYPES = (torch.float16, torch.float32)
 
 @dataclass(frozen=True)
 class FeatureRows:
-    """``table`` (M, row_bytes) uint8, possibly an overlapping strided view; ``index`` (n,)
-    the table row of each row of the split; ``labels`` (n,) float32; rows hold ``width``
-    values of ``dtype``, the flattening of ``feature_shape``."""
+    """A split's rows, also usable as a BatchSource. ``table`` (M, row_bytes) uint8,
+    possibly an overlapping strided view; ``index`` (n,) the table row of each row of the
+    split; ``labels`` (n,) float32; rows hold ``width`` values of ``dtype``, the flattening
+    of ``feature_shape``; ``source`` names where the table came from (a file path), for
+    ``device_features.rows_key``."""
 
     table: torch.Tensor
     index: torch.Tensor
     labels: torch.Tensor
     dtype: torch.dtype
     feature_shape: tuple[int, ...]
+    source: str = ""
 
     @property
     def width(self) -> int:
@@ -51,16 +54,29 @@ class FeatureRows:
         torch.index_select(self.table, 0, self.index[rows], out=raw)
         return out
 
+    def get_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """As a BatchSource: rows (B, *feature_shape) in the stored dtype, labels (B,)."""
+        rows = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=self.index.device)
+        return self.gather(rows).view(len(rows), *self.feature_shape), self.labels[rows]
+
     def subset(self, rows: np.ndarray) -> FeatureRows:
         rows_t = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        rows_t = rows_t.to(self.index.device)
         return FeatureRows(
-            self.table, self.index[rows_t], self.labels[rows_t], self.dtype, self.feature_shape
+            self.table,
+            self.index[rows_t],
+            self.labels[rows_t],
+            self.dtype,
+            self.feature_shape,
+            self.source,
         )
 
 
 def feature_rows(source: BatchSource) -> FeatureRows | None:
     """The rows of ``source`` as a FeatureRows, or None when it is not made of stored
     feature rows (windows for a live encoder, or a BatchSource this module does not know)."""
+    if isinstance(source, FeatureRows):
+        return source
     if isinstance(source, RowSubset):
         inner = feature_rows(source.source)
         return None if inner is None else inner.subset(source.rows)
@@ -69,7 +85,8 @@ def feature_rows(source: BatchSource) -> FeatureRows | None:
     if isinstance(source, TensorBatches) and source.x.dtype in _ELEMENT_DTYPES:
         x = source.x.contiguous()
         table = x.reshape(len(x), -1).view(torch.uint8)
-        return FeatureRows(table, torch.arange(len(x)), source.y, x.dtype, tuple(x.shape[1:]))
+        name = f"tensor:{x.data_ptr():x}:{tuple(x.shape)}"
+        return FeatureRows(table, torch.arange(len(x)), source.y, x.dtype, tuple(x.shape[1:]), name)
     return None
 
 
@@ -93,4 +110,6 @@ def _file_rows(features: FeatureBatches) -> FeatureRows:
         flat = torch.from_numpy(np.frombuffer(whole, dtype=np.uint8))
     strided = flat.as_strided((len(flat) - row_bytes + 1, row_bytes), (1, 1))
     index = torch.from_numpy(np.concatenate(offsets).astype(np.int64))
-    return FeatureRows(strided, index, features.labels, dtype, features.feature_shape)
+    return FeatureRows(
+        strided, index, features.labels, dtype, features.feature_shape, str(features.path)
+    )

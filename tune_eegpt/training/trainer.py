@@ -29,6 +29,7 @@ from tune_eegpt.training.checkpoint import (
     restore_rng_state,
     save_atomic,
 )
+from tune_eegpt.training.device_features import resident_rows
 from tune_eegpt.training.feature_rows import FeatureRows, feature_rows
 from tune_eegpt.training.fused_probe import FusedProbeStep, fused_probe_applies
 from tune_eegpt.training.metrics import binary_metrics, recording_level
@@ -90,6 +91,7 @@ class ProbeTrainer:
         self.fused_skipped_because = self._fast_path_blocker(fast_path, rows)
         self.fused = None  # the fused probe step (training/fused_probe.py), where it applies
         if self.fused_skipped_because is None:
+            rows = resident_rows(rows, self.device)  # on a GPU: on it, once per GPU if it fits
             self.fused = FusedProbeStep(self.head, rows, t.seed, t.batch_size)
         self.optimizer = torch.optim.AdamW(
             params,
