@@ -10,9 +10,10 @@ one on the generic path; within this path it is, and a resumed run too: the bits
 chunk of micro-batches depend only on (seed, epoch, chunk), never on state carried
 between steps.
 
-On CPU the mask is applied to the stored float16 (or float32) values as integers: a
-lookup table turns each random byte into eight 0/-1 lanes of the element's width, and a
-bitwise AND zeroes the dropped elements before the one cast to float32. On CUDA the
+On CPU the mask is applied to the stored float16 (or float32) values as integers: the
+random bytes are unpacked to one int8 per element, negated to 0/-1, and a bitwise AND
+(the int8 sign-extended to the element's width) zeroes the dropped elements before the
+one cast to float32. On CUDA the
 mask is a ``bernoulli_(0.5)`` of a generator seeded from the same key.
 """
 
@@ -22,37 +23,26 @@ import numpy as np
 import torch
 
 _SALT = 0x5EED_D80F  # keeps these streams apart from any other use of the same seed
-_INT_OF = {torch.float16: (torch.int16, np.int16), torch.float32: (torch.int32, np.int32)}
-_BYTE_LANES = (np.arange(256)[:, None] >> np.arange(8)) & 1  # (256, 8): bit i of byte v
-_LUTS = {np_int: -_BYTE_LANES.astype(np_int) for _, np_int in _INT_OF.values()}
+_INT_OF = {torch.float16: torch.int16, torch.float32: torch.int32}
 
 
 def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
     return [_SALT, seed % 2**64, epoch, chunk]
 
 
-def half_dropout_(
-    x: torch.Tensor, seed: int, epoch: int, chunk: int, scratch: np.ndarray | None = None
-) -> torch.Tensor:
+def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
     """Zeroes each element of ``x`` (rows, width), float16 or float32, independently with
-    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2.
-    ``scratch``: an optional integer buffer of at least rows * ceil(width / 8) * 8 elements
-    of the element's width, reused between calls (no allocation, no page faults)."""
+    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2."""
     if x.device.type != "cpu":
         return _half_dropout_device_(x, seed, epoch, chunk)
-    torch_int, np_int = _INT_OF[x.dtype]
     rows, width = x.shape
     row_bytes = -(-width // 8)
     words = -(-(rows * row_bytes) // 8)
     bits = np.random.PCG64(np.random.SeedSequence(stream_key(seed, epoch, chunk)))
     raw = bits.random_raw(words).view(np.uint8)[: rows * row_bytes].reshape(rows, row_bytes)
-    size = rows * row_bytes * 8
-    if scratch is None or scratch.size < size:
-        scratch = np.empty(size, dtype=np_int)
-    lanes = scratch[:size].reshape(rows, row_bytes, 8)
-    np.take(_LUTS[np_int], raw, axis=0, out=lanes)  # 0 or -1 per element
-    keep = torch.from_numpy(lanes.reshape(rows, row_bytes * 8))[:, :width]
-    x.view(torch_int).bitwise_and_(keep)
+    keep = torch.from_numpy(np.unpackbits(raw, axis=1, count=width, bitorder="little"))
+    keep = keep.view(torch.int8).neg_()  # 0 or -1: all bits set once sign-extended
+    x.view(_INT_OF[x.dtype]).bitwise_and_(keep)
     return x
 
 

@@ -70,7 +70,7 @@ class FusedProbeStep:
         self._order: torch.Tensor | None = None
         self._epoch = -1
         self._chunk = -1
-        self._z = self._x = self._y = self._scratch = None
+        self._z = self._x = self._y = None
         # All gradients live in one flat buffer: written in place (no allocation, no
         # zero_grad) and normed in one op. The parameters' .grad are views of it.
         params = [head.probe1.weight, head.probe1.bias, head.probe2.weight, head.probe2.bias]
@@ -112,11 +112,9 @@ class FusedProbeStep:
                 rows_per_chunk, self.rows.width, dtype=self.rows.dtype, device=where
             )
             self._x = torch.empty(rows_per_chunk, self.rows.width, device=self.device)
-            self._scratch = np.empty(rows_per_chunk * (-(-self.rows.width // 8)) * 8, np.int32)
         z = self.rows.gather(index, out=self._z[:n])  # (R, N*K) in the stored dtype
         if self.head.drop.p and self.head.training:
-            scratch = self._scratch.view(np.int16 if z.dtype == torch.float16 else np.int32)
-            half_dropout_(z, self.seed, self._epoch, chunk, scratch=scratch)
+            half_dropout_(z, self.seed, self._epoch, chunk)
         self._x[:n].copy_(z)  # the one cast to float32
         self._y = self.rows.labels[index].to(self.device)
         self._chunk = chunk
@@ -143,10 +141,12 @@ class FusedProbeStep:
         y_sum = torch.mm(d.view(1, -1), x).view(n_patches, -1)  # (N, K), times self.scale below
         g_w1, g_b1, g_w2, g_b2 = self._grad_views
         g_w2 = g_w2.view(n_patches, -1)
-        if self._overwrite or p1.weight.grad is not g_w1:
+        if p1.weight.grad is not g_w1:  # set to None (a zero_grad) since: attach again
             for p, g in zip(self._params, self._grad_views, strict=True):
                 p.grad = g
-            torch.mm(w2.t(), y_sum, out=g_w1).mul_(self.scale)
+            self._overwrite = True
+        if self._overwrite:
+            torch.addmm(g_w1, w2.t(), y_sum, beta=0.0, alpha=self.scale, out=g_w1)
             torch.mul(col, db2, out=g_b1)
             torch.addmm(b1 * db2, y_sum, w1.t(), beta=1.0, alpha=self.scale, out=g_w2)
             g_b2.copy_(db2)
