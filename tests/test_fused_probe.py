@@ -83,6 +83,17 @@ def test_dropout_bits_keep_each_element_with_probability_one_half() -> None:
     assert set(x32.unique().tolist()) == {0.0, 1.0}
 
 
+def test_the_device_masks_keep_half_and_depend_on_the_key_only() -> None:
+    # the CUDA branch, run on a CPU tensor: same rule, torch's generator instead of PCG64
+    from tune_eegpt.training.dropout_bits import _half_dropout_device_
+
+    x = _half_dropout_device_(torch.ones(500, 800, dtype=torch.float16), 3, 1, 0)
+    assert set(x.unique().tolist()) == {0.0, 1.0}
+    assert abs(x.float().mean().item() - 0.5) < 4 * 0.5 / x.numel() ** 0.5
+    again = _half_dropout_device_(torch.ones(500, 800, dtype=torch.float16), 3, 1, 0)
+    assert torch.equal(again, x)
+
+
 def test_feature_rows_of_a_row_subset_gather_what_get_batch_returns() -> None:
     data = feature_data(30)
     subset = RowSubset(data, np.arange(3, 30, 2))

@@ -14,7 +14,7 @@ On CPU the mask is applied to the stored float16 (or float32) values as integers
 random bytes are unpacked to one int8 per element, negated to 0/-1, and a bitwise AND
 (the int8 sign-extended to the element's width) zeroes the dropped elements before the
 one cast to float32. On CUDA the
-mask is a ``bernoulli_(0.5)`` of a generator seeded from the same key.
+mask is ``torch.rand < 0.5`` from a generator seeded from the same key.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.T
 def _half_dropout_device_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
     key = np.random.SeedSequence(stream_key(seed, epoch, chunk)).generate_state(1, np.uint64)
     generator = torch.Generator(device=x.device).manual_seed(int(key[0]) >> 1)
-    keep = torch.empty(x.shape, dtype=torch.bool, device=x.device).bernoulli_(
-        0.5, generator=generator
-    )
+    # uniform float32 on [0, 1) in steps of 2**-24: exactly half of them are < 0.5
+    keep = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
     return x.mul_(keep)

@@ -90,7 +90,8 @@ class FusedProbeStep:
         return torch.linalg.vector_norm(self.grads)
 
     def start_epoch(self, order: np.ndarray, epoch: int) -> None:
-        self._order = torch.from_numpy(np.asarray(order, dtype=np.int64)).to(self.device)
+        order = torch.from_numpy(np.asarray(order, dtype=np.int64))
+        self._order = order.to(self.rows.index.device)  # where the rows are gathered
         self._epoch, self._chunk = epoch, -1
 
     def micro_batch(self, b: int, window_samples: int) -> tuple[torch.Tensor, int]:
@@ -116,7 +117,7 @@ class FusedProbeStep:
         if self.head.drop.p and self.head.training:
             half_dropout_(z, self.seed, self._epoch, chunk)
         self._x[:n].copy_(z)  # the one cast to float32
-        self._y = self.rows.labels[index].to(self.device)
+        self._y = self.rows.labels[index].to(self.device, non_blocking=True)
         self._chunk = chunk
 
     @torch.no_grad()
