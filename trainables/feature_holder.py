@@ -55,21 +55,25 @@ def share_train_features(cfg: RunConfig, prepared: PreparedData) -> None:
     if cfg.train.device == "cpu":
         return
     rows = _train_rows(cfg, prepared)
-    free, total = torch.cuda.mem_get_info(0)
-    fits, reason = fits_on_device(rows_nbytes(rows), free, total)
-    if not fits:
-        say_once(reason)
-        return
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
     node = ray.get_runtime_context().get_node_id()
-    holder = FeatureHolder.options(
-        name=f"{node[:12]}-gpu{gpu}-{rows_key(rows)}",
-        namespace=NAMESPACE,
-        get_if_exists=True,
-        lifetime="detached",
-        runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": gpu}},
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(cfg.to_dict(), prepared.to_dict())
+    name = f"{node[:12]}-gpu{gpu}-{rows_key(rows)}"
+    try:  # another trial on this GPU made it already (its copy is in the free memory too)
+        holder = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        free, total = torch.cuda.mem_get_info(0)
+        fits, reason = fits_on_device(rows_nbytes(rows), free, total)
+        if not fits:
+            say_once(reason)
+            return
+        holder = FeatureHolder.options(
+            name=name,
+            namespace=NAMESPACE,
+            get_if_exists=True,  # two trials starting at once: one holder
+            lifetime="detached",
+            runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": gpu}},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(cfg.to_dict(), prepared.to_dict())
     exported = ray.get(holder.export.remote())
     register_rows(import_rows(exported), exported["key"])
 
