@@ -100,7 +100,10 @@ class FusedProbeStep:
         if chunk != self._chunk:
             self._prepare(chunk)
         lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self._y))
-        x, y = self._x[lo:hi], self._y[lo:hi]  # (B, N*K) float32, (B,)
+        # cast here, one micro-batch at a time: its float32 rows stay in cache for both
+        # matrix-vector products
+        x = self._x[: hi - lo].copy_(self._z[lo:hi])  # (B, N*K) float32
+        y = self._y[lo:hi]
         return self._loss_and_grads(x, y, window_samples), len(y)
 
     def _prepare(self, chunk: int) -> None:
@@ -112,11 +115,10 @@ class FusedProbeStep:
             self._z = torch.empty(
                 rows_per_chunk, self.rows.width, dtype=self.rows.dtype, device=where
             )
-            self._x = torch.empty(rows_per_chunk, self.rows.width, device=self.device)
+            self._x = torch.empty(self.batch_size, self.rows.width, device=self.device)
         z = self.rows.gather(index, out=self._z[:n])  # (R, N*K) in the stored dtype
         if self.head.drop.p and self.head.training:
             half_dropout_(z, self.seed, self._epoch, chunk)
-        self._x[:n].copy_(z)  # the one cast to float32
         self._y = self.rows.labels[index].to(self.device, non_blocking=True)
         self._chunk = chunk
 
