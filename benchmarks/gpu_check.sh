@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The GPU check, for a session lent a GPU machine: large/small encoder windows per second in
 # fp32 and bf16 at batch 64 and 256 with peak GPU memory, the probe epoch cached vs. live,
-# and how many cached-feature probe trials share one GPU. Needs torch (CUDA), pyarrow,
-# scikit-learn, PyYAML and tqdm; not ray. Writes JSON and a log to $OUT (default
-# benchmarks/results). About 4 minutes on one H100/H200.
+# how many cached-feature probe trials share one GPU (one process each, its own feature
+# copy), and (issue 12) 1 and 16 trials sharing ONE device-resident copy of TUAB-sized
+# features (747k rows of 16 x 4 x 512 float16 = 49 GB) through CUDA IPC, with the fused
+# probe step: rows/s per trial and in all, own GPU memory per trial, ratio to the
+# bandwidth floor. Needs torch (CUDA), pyarrow, scikit-learn, PyYAML and tqdm; not ray.
+# Writes JSON and a log to $OUT (default benchmarks/results). Sized for <= 8 minutes on
+# one H100 (80 GB): about 4 minutes of encoder runs, at most 4 of trials.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
@@ -12,6 +16,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+  echo "== shared device-resident features, fused probe step (issue 12)"
+  timeout 240 python3 benchmarks/gpu_trials.py --rows 747000 --trials 1 16 --epochs 1 \
+    --json "$OUT/gpu_trials.json"
   for dtype in fp32 bf16; do
     for bs in 64 256; do
       echo "== encoder $dtype batch $bs"

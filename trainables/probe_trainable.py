@@ -18,6 +18,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from trainables.feature_holder import share_train_features
 from tune_eegpt.config import RunConfig
 from tune_eegpt.pipeline import PreparedData, build_trainer, prepare_data
 from tune_eegpt.training.trainer import Diverged
@@ -52,6 +53,7 @@ class ProbeTrainable(tune.Trainable):
         cfg = trial_run_config(self.base_config, config)
         if not self.prepared.exists():  # a node that has not decoded the data yet
             self.prepared = prepare_data(cfg, workers=os.cpu_count() or 1, progress=False)
+        share_train_features(cfg, self.prepared)  # on a GPU: one copy per GPU, for all trials
         self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
 
     def step(self) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from torch import Tensor, nn
 from tune_eegpt.config import ProbeConfig
 
 
-def _renorm_rows_(weight: Tensor, max_norm: float) -> None:
-    # In place, outside autograd, like the reference's `weight.data = torch.renorm(...)`:
-    # the parameter (and the optimizer state keyed on it) stays the same object.
+def renorm_rows_(weight: Tensor, max_norm: float) -> None:
+    """Rescales each row of ``weight`` to L2 norm <= ``max_norm``, in place, outside autograd,
+    like the reference's ``weight.data = torch.renorm(...)``: the parameter (and the
+    optimizer state keyed on it) stays the same object."""
     with torch.no_grad():
-        weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=max_norm))
+        weight.renorm_(p=2, dim=0, maxnorm=max_norm)
 
 
 class LinearWithConstraint(nn.Linear):
@@ -35,7 +36,7 @@ class LinearWithConstraint(nn.Linear):
         self.max_norm = max_norm
 
     def forward(self, x: Tensor) -> Tensor:
-        _renorm_rows_(self.weight, self.max_norm)
+        renorm_rows_(self.weight, self.max_norm)
         return super().forward(x)
 
     def extra_repr(self) -> str:
@@ -51,7 +52,7 @@ class ChannelAdapter(nn.Conv1d):
         self.max_norm = max_norm
 
     def forward(self, x: Tensor) -> Tensor:
-        _renorm_rows_(self.weight, self.max_norm)
+        renorm_rows_(self.weight, self.max_norm)
         return super().forward(x)
 
 

@@ -28,6 +28,9 @@ from tune_eegpt.training.checkpoint import (
     restore_rng_state,
     save_atomic,
 )
+from tune_eegpt.training.device_features import resident_rows
+from tune_eegpt.training.feature_rows import FeatureRows, feature_rows
+from tune_eegpt.training.fused_probe import FusedProbeStep, fused_probe_applies
 from tune_eegpt.training.metrics import binary_metrics, recording_level
 from tune_eegpt.training.onecycle import build_onecycle, check_warmup, schedule_length
 from tune_eegpt.training.step_log import StepLog
@@ -66,7 +69,10 @@ class ProbeTrainer:
         encoder: nn.Module | None = None,
         adapter: nn.Module | None = None,
         log_dir: str | Path | None = None,
+        fast_path: bool = True,
     ) -> None:
+        """``fast_path=False`` keeps the generic autograd step even where the fused probe
+        step applies (the reference the fused step is tested against)."""
         self.cfg = cfg
         t = cfg.train
         self.device = resolve_device(t.device)
@@ -81,12 +87,21 @@ class ProbeTrainer:
             encoder.to(self.device).eval()  # eval for the whole run: no dropout, fixed norms
             encoder.requires_grad_(False)
         params = [p for m in (self.head, self.adapter) if m is not None for p in m.parameters()]
+        rows = feature_rows(train_data) if fast_path else None
+        self.fused_skipped_because = self._fast_path_blocker(fast_path, rows)
+        self.fused = None  # the fused probe step (training/fused_probe.py), where it applies
+        if self.fused_skipped_because is None:
+            rows = resident_rows(rows, self.device)  # on a GPU: on it, once per GPU if it fits
+            self.fused = FusedProbeStep(self.head, rows, t.seed, t.batch_size)
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.schedule.max_lr,
             betas=(cfg.optim.beta1, cfg.optim.beta2),
             eps=cfg.optim.eps,
             weight_decay=cfg.optim.weight_decay,
+            # one kernel for all parameters instead of a Python loop: the fast path's
+            # per-step overhead (same update rule, summed in another order)
+            fused=self.fused is not None or None,
         )
 
         self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
@@ -113,6 +128,16 @@ class ProbeTrainer:
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._logs = StepLog(log_dir, cfg.log.tensorboard) if log_dir is not None else None
 
+    def _fast_path_blocker(self, wanted: bool, rows: FeatureRows | None) -> str | None:
+        """None when the fused probe step (training/fused_probe.py) runs the micro-batches."""
+        if not wanted:
+            return "fast_path=False"
+        if self.encoder is not None or self.adapter is not None:
+            return "an encoder or adapter runs in front of the head"
+        if self.cfg.train.precision != "fp32":
+            return f"precision {self.cfg.train.precision} (the fused step is float32)"
+        return fused_probe_applies(self.head, rows)
+
     # ---- training --------------------------------------------------------------------
     @property
     def finished(self) -> bool:
@@ -129,6 +154,8 @@ class ProbeTrainer:
         t = self.cfg.train
         n = len(self.train_data)
         order = epoch_permutation(self.sampler_seed, self.epoch, n)
+        if self.fused is not None:
+            self.fused.start_epoch(order, self.epoch)
         self._set_train_mode(True)
         window_loss = torch.zeros((), device=self.device)
         b = self.batch_in_epoch
@@ -138,20 +165,12 @@ class ProbeTrainer:
             # The loss is a mean over the samples of the whole accumulation window, so a
             # short last window weighs each of its samples like a full one.
             window_samples = min(window_end * t.batch_size, n) - window_start * t.batch_size
-            x, y = self.train_data.get_batch(order[b * t.batch_size : (b + 1) * t.batch_size])
-            x = x.to(self.device, non_blocking=True).float()  # float16 features travel as such
-            y = y.to(self.device, non_blocking=True)
-            with torch.autocast(
-                self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-            ):
-                logits = self.forward(x)
-            loss = (
-                nn.functional.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
-                / window_samples
-            )
-            self._backward(loss)
-            window_loss += loss.detach()
-            self.samples_seen += len(y)
+            if self.fused is not None:  # forward + backward without autograd
+                loss, rows = self.fused.micro_batch(b, window_samples)
+            else:
+                loss, rows = self._micro_batch(order, b, window_samples)
+            window_loss += loss
+            self.samples_seen += rows
             b += 1
             self.batch_in_epoch = b
             if b == window_end:
@@ -198,6 +217,25 @@ class ProbeTrainer:
             self._log_scalars(val, "val/")
         return metrics
 
+    def _micro_batch(
+        self, order: np.ndarray, b: int, window_samples: int
+    ) -> tuple[torch.Tensor, int]:
+        """The generic step: forward and backward of micro-batch ``b`` through autograd."""
+        bs = self.cfg.train.batch_size
+        x, y = self.train_data.get_batch(order[b * bs : (b + 1) * bs])
+        x = x.to(self.device, non_blocking=True).float()  # float16 features travel as such
+        y = y.to(self.device, non_blocking=True)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
+        ):
+            logits = self.forward(x)
+        loss = (
+            nn.functional.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
+            / window_samples
+        )
+        self._backward(loss)
+        return loss.detach(), len(y)
+
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -224,7 +262,14 @@ class ProbeTrainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        if clip:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        elif self.fused is not None:  # its gradients sit in one buffer
+            grad_norm = self.fused.grad_norm()
+        else:  # the norm is logged; a clip coefficient of 1.0 would change nothing
+            grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in params if p.grad is not None]
+            )
         lr = self._current_lr()  # the LR this step uses
         self._stepped = False  # set by the optimizer's post-step hook
         if self.scaler is not None:
@@ -232,7 +277,10 @@ class ProbeTrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.fused is not None:
+            self.fused.new_window()  # it overwrites its gradient buffer: nothing to zero
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         if not self._stepped:
             return False  # neither the schedule nor global_step moves for a skipped step
         self.scheduler.step()

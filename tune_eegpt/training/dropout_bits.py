@@ -1,0 +1,54 @@
+"""Dropout(p=0.5) masks from random bits, keyed by (seed, epoch, chunk).
+
+``torch.dropout`` draws one Bernoulli(0.5) per element through torch's generator, and on a
+CPU that costs more than everything else in a probe epoch. Here every element takes one
+bit of a PCG64 stream instead: the bits are independent and each is 1 with probability
+exactly 1/2, so the mask has the same distribution (keep with probability 0.5; the kept
+values are scaled by 2, which the caller folds into its matmuls, exactly, since x2 is a
+power of two). The values differ from torch's stream, so a run is not bit-identical to
+one on the generic path; within this path it is, and a resumed run too: the bits of a
+chunk of micro-batches depend only on (seed, epoch, chunk), never on state carried
+between steps.
+
+On CPU the mask is applied to the stored float16 (or float32) values as integers: the
+random bytes are unpacked to one int8 per element, negated to 0/-1, and a bitwise AND
+(the int8 sign-extended to the element's width) zeroes the dropped elements before the
+one cast to float32. On CUDA the
+mask is ``torch.rand < 0.5`` from a generator seeded from the same key.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_SALT = 0x5EED_D80F  # keeps these streams apart from any other use of the same seed
+_INT_OF = {torch.float16: torch.int16, torch.float32: torch.int32}
+
+
+def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
+    return [_SALT, seed % 2**64, epoch, chunk]
+
+
+def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
+    """Zeroes each element of ``x`` (rows, width), float16 or float32, independently with
+    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2."""
+    if x.device.type != "cpu":
+        return _half_dropout_device_(x, seed, epoch, chunk)
+    rows, width = x.shape
+    row_bytes = -(-width // 8)
+    words = -(-(rows * row_bytes) // 8)
+    bits = np.random.PCG64(np.random.SeedSequence(stream_key(seed, epoch, chunk)))
+    raw = bits.random_raw(words).view(np.uint8)[: rows * row_bytes].reshape(rows, row_bytes)
+    keep = torch.from_numpy(np.unpackbits(raw, axis=1, count=width, bitorder="little"))
+    keep = keep.view(torch.int8).neg_()  # 0 or -1: all bits set once sign-extended
+    x.view(_INT_OF[x.dtype]).bitwise_and_(keep)
+    return x
+
+
+def _half_dropout_device_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
+    key = np.random.SeedSequence(stream_key(seed, epoch, chunk)).generate_state(1, np.uint64)
+    generator = torch.Generator(device=x.device).manual_seed(int(key[0]) >> 1)
+    # uniform float32 on [0, 1) in steps of 2**-24: exactly half of them are < 0.5
+    keep = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+    return x.mul_(keep)
