@@ -104,7 +104,7 @@ def trial(exported, device: str, epochs: int, batch_size: int, ready, go, result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=747_000)
     parser.add_argument("--trials", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--epochs", type=int, default=2)

@@ -137,7 +137,7 @@ def breakdown(trainer: ProbeTrainer, epochs: int) -> dict[str, tuple[float, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/perf_probe"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--json", type=Path)
