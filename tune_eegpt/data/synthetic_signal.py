@@ -73,7 +73,7 @@ def draw_subject(rng: np.random.Generator, abnormal: bool, effect: float) -> Sub
         beta_uv=float(rng.lognormal(np.log(3.0), 0.2)),
         drowsy_fraction=float(rng.uniform(0.1, 0.5)),
         slowing_fraction=float(rng.uniform(0.5, 0.7)) if abnormal else 0.0,
-        slowing_gain=float(1.1 * strength),
+        slowing_gain=float(1.25 * strength),
         focal_centre=str(rng.choice(_FOCAL_CENTRES)) if focal else None,
         focal_uv=float(25.0 * strength) if focal else 0.0,
         transients_per_min=float(4.0 * strength) if abnormal else 0.0,
