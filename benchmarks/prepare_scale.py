@@ -10,7 +10,7 @@ Prints per run: wall time, hours of EEG per minute per core, peak RSS of the dri
 the largest decode worker, cache bytes; then the extrapolation to TUAB on 64 cores and the
 encoder stage per GPU from the GPU figures in benchmarks/README.md.
 
-Figures: benchmarks/README.md, section 6. On a machine with few cores, n workers > cores
+Figures: benchmarks/README.md, section 8. On a machine with few cores, n workers > cores
 measures contention, not scaling.
 """
 

@@ -28,7 +28,7 @@ NUM_TRIALS, EPOCHS = 6, 4
 
 def write_diverging_base_config(folder: Path) -> Path:
     raw = {
-        "data": {"cache_dir": str(folder / "cache"), "synthetic_subjects": 8},
+        "data": {"cache_dir": str(folder / "cache"), "synthetic_subjects": 48},
         "model": {"encoder": "small"},
         "schedule": {"max_lr": 1e20, "pct_start": 0.3},
         "train": {"epochs": EPOCHS, "batch_size": 16, "device": "cpu", "accum_steps": 1},

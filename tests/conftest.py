@@ -12,7 +12,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
-    """A prepared tiny synthetic corpus (8 subjects) and the base run config over it:
+    """A prepared tiny synthetic corpus (48 short subjects, ~25 min of EEG) and the base
+    run config over it:
     (folder, path of base.yaml). Built once per test session."""
     from search_fixtures import prepare, write_base_config
 

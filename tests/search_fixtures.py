@@ -12,7 +12,7 @@ from tune_eegpt.pipeline import prepare_data
 
 def write_base_config(folder: Path, **train) -> Path:
     raw = {
-        "data": {"cache_dir": str(folder / "cache"), "synthetic_subjects": 8},
+        "data": {"cache_dir": str(folder / "cache"), "synthetic_subjects": 48},
         "model": {"encoder": "small"},
         "schedule": {"max_lr": 3.0e-3, "pct_start": 0.3},
         "train": {"epochs": 4, "batch_size": 16, "device": "cpu", **train},

@@ -56,6 +56,17 @@ def test_corpus_is_deterministic_from_its_seed(tmp_path) -> None:
     assert list(other["subject"]) != list(plan_corpus(spec)["subject"])
 
 
+def test_generation_reports_progress_per_file(tmp_path, capsys) -> None:
+    spec = SyntheticSpec(
+        subjects=4, seed=5, min_duration_s=5, max_duration_s=6, multi_session_fraction=0.0
+    )
+    plan = write_synthetic_corpus(tmp_path / "a", spec)
+    err = capsys.readouterr().err
+    assert "synthetic corpus" in err and f"{len(plan)}/{len(plan)}" in err
+    write_synthetic_corpus(tmp_path / "b", spec, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_spec_key_follows_every_parameter() -> None:
     assert SyntheticSpec().key() == SyntheticSpec().key()
     assert SyntheticSpec(effect=0.5).key() != SyntheticSpec().key()
