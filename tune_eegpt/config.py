@@ -46,7 +46,7 @@ class DataConfig:
     cache_dtype: Literal["float16", "float32"] = "float16"
     val_fraction: float = 0.2
     split_seed: int = 0
-    synthetic_subjects: int = 60
+    synthetic_subjects: int = 400  # the synthetic corpus (SyntheticSpec.subjects)
     synthetic_seed: int = 0
     synthetic_effect: float = 1.5  # class-effect strength of the synthetic corpus (calibrated)
 
