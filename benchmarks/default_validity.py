@@ -95,7 +95,7 @@ def corpus_make_up(cfg: RunConfig, prepared: PreparedData) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(DEFAULT_CONFIG))
     p.add_argument("--cache-dir", default=None, help="default: the config's cache_dir")
     p.add_argument("--split-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
