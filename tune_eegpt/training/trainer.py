@@ -161,7 +161,7 @@ class ProbeTrainer:
         if self.fused is not None:
             self.fused.start_epoch(order, self.epoch)
         self._set_train_mode(True)
-        window_loss = torch.zeros((), device=self.device)
+        window_loss: torch.Tensor | float = 0.0  # a tensor, or on the fused CPU path a float
         b = self.batch_in_epoch
         while b < self.batches_per_epoch:
             window_start = (b // t.accum_steps) * t.accum_steps
@@ -173,13 +173,13 @@ class ProbeTrainer:
                 loss, rows = self.fused.micro_batch(b, window_samples)
             else:
                 loss, rows = self._micro_batch(order, b, window_samples)
-            window_loss += loss
+            window_loss = window_loss + loss
             self.samples_seen += rows
             b += 1
             self.batch_in_epoch = b
             if b == window_end:
-                step_loss = window_loss.item()  # a sync point, once per optimizer step
-                window_loss.zero_()
+                step_loss = float(window_loss)  # a sync point, once per optimizer step
+                window_loss = 0.0
                 if not math.isfinite(step_loss):
                     self.diverged = True
                     self.optimizer.zero_grad(set_to_none=True)
