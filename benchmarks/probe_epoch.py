@@ -133,7 +133,7 @@ def breakdown(trainer: ProbeTrainer, epochs: int) -> dict[str, tuple[float, floa
                 zb, yb = z[b : b + t.batch_size], y[b : b + t.batch_size]
                 xb = timed("cast to float32", x[: len(zb)].copy_, zb)
                 loss = timed("forward + backward", fused._loss_and_grads, xb, yb, t.batch_size)
-                timed("optimizer step", trainer._optimizer_step, loss.item())
+                timed("optimizer step", trainer._optimizer_step, float(loss))
     return {
         k: (min(v) * per_epoch[k], statistics.median(v) * per_epoch[k]) for k, v in calls.items()
     }
