@@ -118,19 +118,22 @@ def breakdown(trainer: ProbeTrainer, epochs: int) -> dict[str, tuple[float, floa
         per_epoch[name] += epoch == 0
         return out
 
+    width, dtype = fused.rows.width, fused.rows.dtype
+    z_buf = torch.empty(rows_per_chunk, width, dtype=dtype)  # reused, as in the trainer
+    x = torch.empty(t.batch_size, width)
     for epoch in range(epochs):
         order = timed("permutation", epoch_permutation, trainer.sampler_seed, epoch, n)
         fused.start_epoch(order, epoch)
         for c, lo in enumerate(range(0, n, rows_per_chunk)):
             index = fused._order[lo : lo + rows_per_chunk]
-            z = timed("gather", fused.rows.gather, index)
+            z = timed("gather", fused.rows.gather, index, z_buf[: len(index)])
             timed("dropout bits", half_dropout_, z, fused.seed, epoch, c)
-            x = timed("cast to float32", z.float)
-            y = fused.rows.labels[index]
-            for b in range(0, len(x), t.batch_size):
-                xb, yb = x[b : b + t.batch_size], y[b : b + t.batch_size]
+            y = fused.rows.labels[index].view(-1, 1)
+            for b in range(0, len(z), t.batch_size):
+                zb, yb = z[b : b + t.batch_size], y[b : b + t.batch_size]
+                xb = timed("cast to float32", x[: len(zb)].copy_, zb)
                 loss = timed("forward + backward", fused._loss_and_grads, xb, yb, t.batch_size)
-                timed("optimizer step", trainer._optimizer_step, loss.item())
+                timed("optimizer step", trainer._optimizer_step, float(loss))
     return {
         k: (min(v) * per_epoch[k], statistics.median(v) * per_epoch[k]) for k, v in calls.items()
     }

@@ -41,7 +41,8 @@ def test_gradients_and_loss_equal_autograd_on_the_same_mask() -> None:
     logits = reference(kept.view(x.shape))
     expected = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / 24
     expected.backward()
-    torch.testing.assert_close(loss, expected.detach(), rtol=1e-5, atol=1e-6)
+    assert isinstance(loss, float)  # on a CPU: no tensor to accumulate, one sync
+    assert loss == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     for (name, p), q in zip(head.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=f"renormed {name}")
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
@@ -62,6 +63,30 @@ def test_accumulated_micro_batches_add_their_gradients() -> None:
     (F.binary_cross_entropy_with_logits(reference(x.float()), y, reduction="sum") / 32).backward()
     for p, q in zip(head.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_device_branch_accumulates_the_same_gradients_as_the_cpu_branch() -> None:
+    # the branch a GPU takes (dL/db2 stays a tensor, no host sync), run here on a CPU
+    data = feature_data(48)
+    heads = [probe_head(dropout=0.5), None]
+    heads[1] = copy.deepcopy(heads[0])
+    steps = [FusedProbeStep(h, feature_rows(data), seed=5, batch_size=16) for h in heads]
+    steps[1]._on_cpu = False
+    order = np.random.default_rng(2).permutation(48)
+    losses, grads = [], []
+    for fused in steps:
+        fused.start_epoch(order, epoch=1)
+        fused.micro_batch(0, 32)  # a window of two micro-batches (overwrite, then add)
+        fused.micro_batch(1, 32)
+        accumulated = fused.grads.clone()
+        fused.new_window()  # then a window of one
+        losses.append(fused.micro_batch(2, 16)[0])
+        grads.append((accumulated, fused.grads.clone()))
+    assert isinstance(losses[0], float) and isinstance(losses[1], torch.Tensor)
+    assert losses[0] == pytest.approx(losses[1].item(), rel=1e-6)
+    for cpu, device in zip(grads[0], grads[1], strict=True):
+        torch.testing.assert_close(cpu, device, rtol=1e-5, atol=1e-7)
+    assert (grads[0][0] - grads[0][1]).abs().max() > 1e-4  # the two windows differ
 
 
 def test_dropout_bits_keep_each_element_with_probability_one_half() -> None:

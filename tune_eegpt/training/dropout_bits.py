@@ -11,10 +11,10 @@ chunk of micro-batches depend only on (seed, epoch, chunk), never on state carri
 between steps.
 
 On CPU the mask is applied to the stored float16 (or float32) values as integers: the
-random bytes are unpacked to one int8 per element, negated to 0/-1, and a bitwise AND
-(the int8 sign-extended to the element's width) zeroes the dropped elements before the
-one cast to float32. On CUDA the
-mask is ``torch.rand < 0.5`` from a generator seeded from the same key.
+random bytes are unpacked to one 0/1 byte per element, and an integer multiply of each
+value's bit pattern by its byte (0 * bits = 0, the float +0.0; 1 * bits = the value,
+untouched) zeroes the dropped elements in one pass before the cast to float32. On CUDA
+the mask is ``torch.rand < 0.5`` from a generator seeded from the same key.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 _SALT = 0x5EED_D80F  # keeps these streams apart from any other use of the same seed
-_INT_OF = {torch.float16: torch.int16, torch.float32: torch.int32}
+_INT_OF = {torch.float16: np.int16, torch.float32: np.int32}
 
 
 def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
@@ -40,9 +40,9 @@ def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.T
     words = -(-(rows * row_bytes) // 8)
     bits = np.random.PCG64(np.random.SeedSequence(stream_key(seed, epoch, chunk)))
     raw = bits.random_raw(words).view(np.uint8)[: rows * row_bytes].reshape(rows, row_bytes)
-    keep = torch.from_numpy(np.unpackbits(raw, axis=1, count=width, bitorder="little"))
-    keep = keep.view(torch.int8).neg_()  # 0 or -1: all bits set once sign-extended
-    x.view(_INT_OF[x.dtype]).bitwise_and_(keep)
+    keep = np.unpackbits(raw, axis=1, count=width, bitorder="little")  # (rows, width) 0/1
+    values = x.numpy().view(_INT_OF[x.dtype])
+    np.multiply(values, keep, out=values, casting="unsafe")  # no wrap-around: keep is 0 or 1
     return x
 
 

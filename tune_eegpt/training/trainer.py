@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of
+from tune_eegpt.training.adamw_step import DirectAdamW
 from tune_eegpt.training.batches import BatchSource
 from tune_eegpt.training.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -104,6 +105,9 @@ class ProbeTrainer:
             fused=self.fused is not None or None,
         )
 
+        direct = DirectAdamW(self.optimizer)  # optimizer.step() without its Python wrapper
+        self._direct_adamw = direct if self.fused is not None and direct.applies else None
+
         self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
         check_warmup(cfg.schedule.pct_start, self.batches_per_epoch, t.accum_steps, t.epochs)
         self.steps_per_epoch, self.total_steps = schedule_length(
@@ -157,7 +161,7 @@ class ProbeTrainer:
         if self.fused is not None:
             self.fused.start_epoch(order, self.epoch)
         self._set_train_mode(True)
-        window_loss = torch.zeros((), device=self.device)
+        window_loss: torch.Tensor | float = 0.0  # a tensor, or on the fused CPU path a float
         b = self.batch_in_epoch
         while b < self.batches_per_epoch:
             window_start = (b // t.accum_steps) * t.accum_steps
@@ -169,13 +173,13 @@ class ProbeTrainer:
                 loss, rows = self.fused.micro_batch(b, window_samples)
             else:
                 loss, rows = self._micro_batch(order, b, window_samples)
-            window_loss += loss
+            window_loss = window_loss + loss
             self.samples_seen += rows
             b += 1
             self.batch_in_epoch = b
             if b == window_end:
-                step_loss = window_loss.item()  # a sync point, once per optimizer step
-                window_loss.zero_()
+                step_loss = float(window_loss)  # a sync point, once per optimizer step
+                window_loss = 0.0
                 if not math.isfinite(step_loss):
                     self.diverged = True
                     self.optimizer.zero_grad(set_to_none=True)
@@ -258,15 +262,16 @@ class ProbeTrainer:
 
     def _optimizer_step(self, loss: float) -> bool:
         """One optimizer step; returns False when fp16's GradScaler skipped it."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip
         if clip:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
         elif self.fused is not None:  # its gradients sit in one buffer
             grad_norm = self.fused.grad_norm()
         else:  # the norm is logged; a clip coefficient of 1.0 would change nothing
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
             grad_norm = torch.nn.utils.get_total_norm(
                 [p.grad for p in params if p.grad is not None]
             )
@@ -275,6 +280,9 @@ class ProbeTrainer:
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skips optimizer.step() on inf/nan gradients
             self.scaler.update()
+        elif self._direct_adamw is not None:
+            self._direct_adamw.step()  # the same update; it calls no step hooks
+            self._stepped = True
         else:
             self.optimizer.step()
         if self.fused is not None:
