@@ -26,9 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("experiment", help="experiment directory (local path or URI)")
-        cmd.add_argument(
-            "--out", type=Path, help="output folder (None: EXPERIMENT_DIR/analysis)"
-        )
+        cmd.add_argument("--out", type=Path, help="output folder (None: EXPERIMENT_DIR/analysis)")
         cmd.add_argument(
             "--threshold",
             type=float,
@@ -37,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(
-            name, help=help, allow_abbrev=False,
+            name,
+            help=help,
+            allow_abbrev=False,
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )  # fmt: skip
+        )
         common(cmd)
         return cmd
 
@@ -113,17 +113,29 @@ def main(argv: list[str] | None = None) -> int:
             from analysis.confirm import run_confirmation
 
             _, summary, lines = run_confirmation(
-                experiment, out, args.threshold, args.top_k, args.seeds, args.cpus_per_trial,
-                args.gpus_per_trial, args.max_concurrent, args.address,
-            )  # fmt: skip
+                experiment,
+                out,
+                args.threshold,
+                args.top_k,
+                args.seeds,
+                args.cpus_per_trial,
+                args.gpus_per_trial,
+                args.max_concurrent,
+                args.address,
+            )
             print("\n".join(lines))
             return 0 if summary["confirmed"].any() else 1
         from analysis.evaluate import evaluate_winner
 
         _, lines = evaluate_winner(
-            experiment, out, args.restore, args.allow_unconfirmed, args.resamples,
-            args.bootstrap_seed, args.again,
-        )  # fmt: skip
+            experiment,
+            out,
+            args.restore,
+            args.allow_unconfirmed,
+            args.resamples,
+            args.bootstrap_seed,
+            args.again,
+        )
         print("\n".join(lines))
         return 0
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:

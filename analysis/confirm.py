@@ -71,9 +71,11 @@ def confirmation_lines(summary: pd.DataFrame, params: list[str], threshold: floa
         )
     n = int(summary["confirmed"].sum())
     lines.append(
-        f"{n} of {len(summary)} configuration(s) confirmed" if n else
-        f"none of {len(summary)} configuration(s) holds a mean val_auroc >= {threshold} over seeds"
-    )  # fmt: skip
+        f"{n} of {len(summary)} configuration(s) confirmed"
+        if n
+        else f"none of {len(summary)} configuration(s) holds a mean val_auroc >= {threshold} "
+        "over seeds"
+    )
     return lines
 
 
@@ -106,20 +108,34 @@ def run_confirmation(
         )
     seed_list = confirmation_seeds(experiment, seeds)
     configs = [configuration_of(r, params) for _, r in chosen.iterrows()]
-    results = _tune_grid(experiment, configs, seed_list, Path(out_dir), cpus_per_trial,
-                         gpus_per_trial, max_concurrent, address)  # fmt: skip
+    results = _tune_grid(
+        experiment,
+        configs,
+        seed_list,
+        Path(out_dir),
+        cpus_per_trial,
+        gpus_per_trial,
+        max_concurrent,
+        address,
+    )
     rows = []
     for candidate, seed, last, best, error, path in results:
-        rows.append({
-            "candidate": candidate, **configs[candidate], "seed": seed,
-            "source_trial": chosen.loc[candidate, "trial_id"],
-            "val_auroc": last.get("val_auroc", float("nan")),
-            "val_bal_acc": last.get("val_bal_acc", float("nan")),
-            "val_pr_auc": last.get("val_pr_auc", float("nan")),
-            "best_val_auroc": best, "epochs": last.get("epoch", float("nan")),
-            "diverged": int(bool(last.get("diverged", 0))), "errored": int(error),
-            "trial_path": path,
-        })  # fmt: skip
+        rows.append(
+            {
+                "candidate": candidate,
+                **configs[candidate],
+                "seed": seed,
+                "source_trial": chosen.loc[candidate, "trial_id"],
+                "val_auroc": last.get("val_auroc", float("nan")),
+                "val_bal_acc": last.get("val_bal_acc", float("nan")),
+                "val_pr_auc": last.get("val_pr_auc", float("nan")),
+                "best_val_auroc": best,
+                "epochs": last.get("epoch", float("nan")),
+                "diverged": int(bool(last.get("diverged", 0))),
+                "errored": int(error),
+                "trial_path": path,
+            }
+        )
     runs = pd.DataFrame(rows).sort_values(["candidate", "seed"]).reset_index(drop=True)
     summary = summarize_confirmation(runs, params, threshold)
     out = Path(out_dir)
@@ -146,9 +162,15 @@ def run_confirmation(
 
 
 def _tune_grid(
-    experiment: Experiment, configs: list[dict[str, Any]], seeds: list[int], out: Path,
-    cpus: float, gpus: float, max_concurrent: int | None, address: str | None,
-) -> list[tuple[int, int, dict[str, Any], float, bool, str]]:  # fmt: skip
+    experiment: Experiment,
+    configs: list[dict[str, Any]],
+    seeds: list[int],
+    out: Path,
+    cpus: float,
+    gpus: float,
+    max_concurrent: int | None,
+    address: str | None,
+) -> list[tuple[int, int, dict[str, Any], float, bool, str]]:
     """One Tune trial per (configuration, seed), FIFO, each for the whole schedule."""
     from tune_eegpt.search import quiet_third_party_notices
 
@@ -170,10 +192,14 @@ def _tune_grid(
         started_ray = True
     try:
         trainable = tune.with_resources(
-            tune.with_parameters(ConfirmationTrainable, base_config=cfg.to_dict(),
-                                 prepared=prepared.to_dict(), candidates=configs),
+            tune.with_parameters(
+                ConfirmationTrainable,
+                base_config=cfg.to_dict(),
+                prepared=prepared.to_dict(),
+                candidates=configs,
+            ),
             {"cpu": cpus, "gpu": gpus},
-        )  # fmt: skip
+        )
         tuner = tune.Tuner(
             trainable,
             param_space={
@@ -181,20 +207,24 @@ def _tune_grid(
                 "seed": tune.grid_search(seeds),
             },
             tune_config=tune.TuneConfig(
-                metric="val_auroc", mode="max", reuse_actors=True,
+                metric="val_auroc",
+                mode="max",
+                reuse_actors=True,
                 max_concurrent_trials=max_concurrent,
             ),
             run_config=tune.RunConfig(
                 name=f"confirm-{datetime.now():%Y%m%d-%H%M%S}",
                 storage_path=str(out.resolve() / "confirm_runs"),
                 checkpoint_config=tune.CheckpointConfig(
-                    checkpoint_at_end=True, num_to_keep=1,
-                    checkpoint_score_attribute="val_auroc", checkpoint_score_order="max",
+                    checkpoint_at_end=True,
+                    num_to_keep=1,
+                    checkpoint_score_attribute="val_auroc",
+                    checkpoint_score_order="max",
                 ),
                 failure_config=tune.FailureConfig(max_failures=2),
                 verbose=0,
             ),
-        )  # fmt: skip
+        )
         grid = tuner.fit()
         results = []
         for result in grid:
@@ -205,8 +235,16 @@ def _tune_grid(
                 else float("nan")
             )
             config = result.config or {}
-            results.append((int(config["candidate"]), int(config["seed"]), result.metrics or {},
-                            best, result.error is not None, result.path))  # fmt: skip
+            results.append(
+                (
+                    int(config["candidate"]),
+                    int(config["seed"]),
+                    result.metrics or {},
+                    best,
+                    result.error is not None,
+                    result.path,
+                )
+            )
         return results
     finally:
         if started_ray:

@@ -27,9 +27,13 @@ METRICS = ("auroc", "bal_acc", "pr_auc")
 
 
 def bootstrap_intervals(
-    y: np.ndarray, prob: np.ndarray, recording_ids: np.ndarray,
-    resamples: int = 1000, seed: int = 0, level: float = 0.95,
-) -> pd.DataFrame:  # fmt: skip
+    y: np.ndarray,
+    prob: np.ndarray,
+    recording_ids: np.ndarray,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Point estimates and percentile bootstrap intervals of AUROC, balanced accuracy and
     PR-AUC, at window level and recording level (mean probability over a recording's
     windows). Each resample draws recordings with replacement (windows of one recording
@@ -42,8 +46,9 @@ def bootstrap_intervals(
     rec_ids, rec_y, rec_p = recording_level(y, prob, recording_ids)
     # windows of each recording, in the order of rec_ids
     position = {r: i for i, r in enumerate(rec_ids)}
-    rec_index = np.fromiter((position[r] for r in recording_ids), dtype=np.int64,
-                            count=len(recording_ids))  # fmt: skip
+    rec_index = np.fromiter(
+        (position[r] for r in recording_ids), dtype=np.int64, count=len(recording_ids)
+    )
     order = np.argsort(rec_index, kind="stable")
     bounds = np.searchsorted(rec_index[order], np.arange(len(rec_ids) + 1))
     windows_of = [order[bounds[i] : bounds[i + 1]] for i in range(len(rec_ids))]
@@ -69,11 +74,18 @@ def bootstrap_intervals(
             values = np.asarray(draws[lv][m], dtype=np.float64)
             values = values[np.isfinite(values)]
             lo, hi = np.quantile(values, [alpha, 1 - alpha]) if len(values) else (np.nan, np.nan)
-            out.append({
-                "level": lv, "metric": m, "estimate": point[lv][m],
-                "ci_low": float(lo), "ci_high": float(hi), "resamples_used": len(values),
-                "n_recordings": len(rec_ids), "n_windows": len(y),
-            })  # fmt: skip
+            out.append(
+                {
+                    "level": lv,
+                    "metric": m,
+                    "estimate": point[lv][m],
+                    "ci_low": float(lo),
+                    "ci_high": float(hi),
+                    "resamples_used": len(values),
+                    "n_recordings": len(rec_ids),
+                    "n_windows": len(y),
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -148,10 +160,13 @@ def evaluate_winner(
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / EVALUATION_CSV, index=False)
     record = {
-        "configuration": config, "chosen": chosen, "model": how,
-        "resamples": resamples, "bootstrap_seed": seed,
+        "configuration": config,
+        "chosen": chosen,
+        "model": how,
+        "resamples": resamples,
+        "bootstrap_seed": seed,
         "results": frame.drop(columns=["chosen"]).to_dict(orient="records"),
-    }  # fmt: skip
+    }
     (out / EVALUATION_JSON).write_text(json.dumps(record, indent=2, default=str))
     lines = [
         f"test split (TUAB eval), scored once: {', '.join(f'{k}={v}' for k, v in config.items())}",

@@ -36,11 +36,24 @@ TRIALS_PARQUET, HISTORY_PARQUET = "trials.parquet", "history.parquet"
 _CHECKPOINT_FILE = re.compile(r"^step-(\d+)\.pt$")
 # The per-epoch columns kept in the history frame, when the results have them.
 HISTORY_COLUMNS = (
-    "epoch", "training_iteration", "global_step", "samples_seen", "lr", "train_loss",
-    "val_auroc", "val_bal_acc", "val_pr_auc", "val_rec_auroc", "val_rec_bal_acc",
-    "val_rec_pr_auc", "best_val_auroc", "diverged", "schedule_done", "time_total_s",
+    "epoch",
+    "training_iteration",
+    "global_step",
+    "samples_seen",
+    "lr",
+    "train_loss",
+    "val_auroc",
+    "val_bal_acc",
+    "val_pr_auc",
+    "val_rec_auroc",
+    "val_rec_bal_acc",
+    "val_rec_pr_auc",
+    "best_val_auroc",
+    "diverged",
+    "schedule_done",
+    "time_total_s",
     "timestamp",
-)  # fmt: skip
+)
 
 
 @dataclass
@@ -105,10 +118,11 @@ def load_experiment(location: str | Path) -> Experiment:
     info = json.loads(store.read_text(SEARCH_INFO)) if store.exists(SEARCH_INFO) else {}
     statuses = _trial_statuses(store)
     trial_dirs = sorted(
-        f.base_name for f in store.listdir()
+        f.base_name
+        for f in store.listdir()
         if f.type == pafs.FileType.Directory
         and any(store.exists(f"{f.base_name}/{n}") for n in ("result.json", "params.json"))
-    )  # fmt: skip
+    )
     if not trial_dirs:
         raise FileNotFoundError(
             f"{location} holds no trial folders (no */result.json or */params.json): "
@@ -232,9 +246,12 @@ def _trial_id(name: str, records: list[dict[str, Any]]) -> str:
 
 
 def _trial_row(
-    store: Storage, name: str, history: pd.DataFrame, config: dict[str, Any],
+    store: Storage,
+    name: str,
+    history: pd.DataFrame,
+    config: dict[str, Any],
     statuses: dict[str, str],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     trial_id = _trial_id(name, [{"trial_id": history["trial_id"].iloc[0]}] if len(history) else [])
     errored = store.exists(f"{name}/error.txt")
     status = statuses.get(name) or statuses.get(trial_id)
@@ -253,8 +270,13 @@ def _trial_row(
         )
     else:
         last = None
-        row.update(best_val_auroc=nan, last_val_auroc=nan, best_epoch=nan,
-                   val_bal_acc_at_best=nan, val_pr_auc_at_best=nan)  # fmt: skip
+        row.update(
+            best_val_auroc=nan,
+            last_val_auroc=nan,
+            best_epoch=nan,
+            val_bal_acc_at_best=nan,
+            val_pr_auc_at_best=nan,
+        )
     row["epochs_run"] = float(history["epoch"].max()) if len(history) else 0.0
     row["global_step"] = _float(last.get("global_step")) if last is not None else nan
     row["end_state"] = end_state(last, status, errored)
@@ -295,9 +317,10 @@ def _best_checkpoint(
 def _trial_statuses(store: Storage) -> dict[str, str]:
     """{trial folder name and trial id: Tune status} from the newest experiment state."""
     states = sorted(
-        f.base_name for f in store.listdir()
+        f.base_name
+        for f in store.listdir()
         if f.base_name.startswith("experiment_state") and f.base_name.endswith(".json")
-    )  # fmt: skip
+    )
     if not states:
         return {}
     try:

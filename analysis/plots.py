@@ -30,15 +30,23 @@ def plot_metric_vs_params(
     """Best val_auroc of each trial against each searched hyperparameter, coloured by how
     the trial ended, with the threshold drawn."""
     params = [p for p in params if p in trials] or ["trial_id"]
-    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.8), dpi=110,
-                             sharey=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(params), figsize=(4.2 * len(params), 3.8), dpi=110, sharey=True, squeeze=False
+    )
     for ax, p in zip(axes[0], params, strict=True):
         for state, color in STATE_COLORS.items():
             sub = trials[trials["end_state"] == state]
             if sub.empty:
                 continue
-            ax.scatter(sub[p], sub["best_val_auroc"], c=color, label=state, s=28,
-                       edgecolors="white", linewidths=0.5)  # fmt: skip
+            ax.scatter(
+                sub[p],
+                sub["best_val_auroc"],
+                c=color,
+                label=state,
+                s=28,
+                edgecolors="white",
+                linewidths=0.5,
+            )
         values = pd.to_numeric(trials[p], errors="coerce").dropna()
         if p in LOG_SCALE_PARAMS and len(values) and (values > 0).all():
             ax.set_xscale("log")
@@ -49,17 +57,26 @@ def plot_metric_vs_params(
         ax.set_xlabel(p + (" (log)" if ax.get_xscale() == "log" else ""))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("best val_auroc")
-    axes[0][0].annotate(f"threshold {threshold}", (0.02, threshold), xycoords=("axes fraction",
-                        "data"), color="tab:green", fontsize=8, va="bottom")  # fmt: skip
+    axes[0][0].annotate(
+        f"threshold {threshold}",
+        (0.02, threshold),
+        xycoords=("axes fraction", "data"),
+        color="tab:green",
+        fontsize=8,
+        va="bottom",
+    )
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle("val_auroc against the searched hyperparameters", fontsize=10)
     return _save(fig, path)
 
 
 def plot_learning_curves(
-    history: pd.DataFrame, trial_ids: list[str], threshold: float, path: str | Path,
+    history: pd.DataFrame,
+    trial_ids: list[str],
+    threshold: float,
+    path: str | Path,
     steps: pd.DataFrame | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """val_auroc of some trials against global_step and against epoch; with their
     per-step training loss when the trainer's step logs are given."""
     panels = 3 if steps is not None and len(steps) else 2
@@ -67,15 +84,20 @@ def plot_learning_curves(
     for i, trial_id in enumerate(trial_ids):
         h = history[history["trial_id"] == trial_id]
         color = plt.cm.tab10(i % 10)
-        axes[0].plot(h["global_step"], h["val_auroc"], marker="o", ms=3, color=color,
-                     label=trial_id)  # fmt: skip
+        axes[0].plot(
+            h["global_step"], h["val_auroc"], marker="o", ms=3, color=color, label=trial_id
+        )
         axes[1].plot(h["epoch"], h["val_auroc"], marker="o", ms=3, color=color)
         if panels == 3:
             s = steps[steps["trial_id"] == trial_id]
             if len(s):
                 window = max(1, len(s) // 50)
-                axes[2].plot(s["global_step"], s["loss"].rolling(window, min_periods=1).mean(),
-                             color=color, lw=1)  # fmt: skip
+                axes[2].plot(
+                    s["global_step"],
+                    s["loss"].rolling(window, min_periods=1).mean(),
+                    color=color,
+                    lw=1,
+                )
     for ax, xlabel in zip(axes[:2], ["global_step (optimizer steps)", "epoch"], strict=True):
         ax.axhline(threshold, color="tab:green", ls="--", lw=1)
         ax.set_xlabel(xlabel)
@@ -91,9 +113,11 @@ def plot_learning_curves(
 
 
 def plot_rung_survival(
-    trials: pd.DataFrame, path: str | Path, epochs: int | None = None,
+    trials: pd.DataFrame,
+    path: str | Path,
+    epochs: int | None = None,
     rungs: list[int] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Trials still training at each epoch (a step plot), with ASHA's rungs marked."""
     survival = rung_survival(trials, epochs)
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)

@@ -65,9 +65,10 @@ def write_report(
         best = ranked.iloc[0]
         selected = select_configurations(trials, params, threshold)
         verdict = (
-            f"reaches val_auroc >= {threshold}" if len(selected) else
-            f"does NOT reach the threshold {threshold}"
-        )  # fmt: skip
+            f"reaches val_auroc >= {threshold}"
+            if len(selected)
+            else f"does NOT reach the threshold {threshold}"
+        )
         note = (
             f"Best configuration of {experiment.path}\n"
             f"trial {best['trial_id']}: best val_auroc {best['best_val_auroc']:.4f} at epoch "

@@ -9,9 +9,15 @@ import pandas as pd
 
 # Columns the table shows after the searched hyperparameters.
 TABLE_COLUMNS = (
-    "best_val_auroc", "best_epoch", "val_bal_acc_at_best", "val_pr_auc_at_best",
-    "last_val_auroc", "epochs_run", "end_state", "trial_id",
-)  # fmt: skip
+    "best_val_auroc",
+    "best_epoch",
+    "val_bal_acc_at_best",
+    "val_pr_auc_at_best",
+    "last_val_auroc",
+    "epochs_run",
+    "end_state",
+    "trial_id",
+)
 
 
 def rank_configurations(trials: pd.DataFrame, params: list[str]) -> pd.DataFrame:

@@ -64,8 +64,14 @@ def run(workdir: Path, subjects: int, seed: int) -> None:
     cache_dir = None
     for workers in (1, 2):
         started = time.perf_counter()
-        result = build_window_cache(cfg, corpus, workdir / f"cache-{workers}", workers=workers,
-                                    progress=False, verbose=False)  # fmt: skip
+        result = build_window_cache(
+            cfg,
+            corpus,
+            workdir / f"cache-{workers}",
+            workers=workers,
+            progress=False,
+            verbose=False,
+        )
         seconds = time.perf_counter() - started
         windows = result.manifest["windows"]
         print(

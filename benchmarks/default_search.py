@@ -50,8 +50,13 @@ def experiment_figures(storage: Path) -> dict[str, Any]:
     if not rows:
         return {}
     trials = {r["trial_id"] for r in rows}
-    startups = [r["startup_s"] for r in rows if r.get("startup_s") == r.get("startup_s")
-                and "startup_s" in r and r.get("training_iteration") == 1]  # fmt: skip
+    startups = [
+        r["startup_s"]
+        for r in rows
+        if r.get("startup_s") == r.get("startup_s")
+        and "startup_s" in r
+        and r.get("training_iteration") == 1
+    ]
     return {
         "trials": len(trials),
         "epochs": len(rows),
@@ -66,8 +71,14 @@ def run_search(workdir: Path, storage: str, profile: Path | None = None) -> dict
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
-    cmd += ["-m", "tune_eegpt.search", "--cache-dir", str(workdir / "cache"),
-            "--storage", str(workdir / storage)]  # fmt: skip
+    cmd += [
+        "-m",
+        "tune_eegpt.search",
+        "--cache-dir",
+        str(workdir / "cache"),
+        "--storage",
+        str(workdir / storage),
+    ]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -75,9 +86,12 @@ def run_search(workdir: Path, storage: str, profile: Path | None = None) -> dict
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     phases = parse_phases(proc.stdout)
-    figures = {"wall_s": wall, "phases_s": phases,
-               "after_phases_s": wall - sum(phases.values()),
-               **experiment_figures(workdir / storage)}  # fmt: skip
+    figures = {
+        "wall_s": wall,
+        "phases_s": phases,
+        "after_phases_s": wall - sum(phases.values()),
+        **experiment_figures(workdir / storage),
+    }
     return figures
 
 
@@ -88,9 +102,11 @@ def print_run(name: str, r: dict[str, Any]) -> None:
         f"{r['after_phases_s']:.1f} s: summary, Ray shutdown, exit)"
     )
     if "epochs" in r:
-        print(f"  {r['trials']} trials in {r['actors']} actors, {r['epochs']} epochs: epoch "
-              f"compute {r['epoch_compute_s']:.1f} s (median {r['median_epoch_s']:.2f} s/epoch), "
-              f"trial start-ups {r['startup_s_sum']:.1f} s in total")  # fmt: skip
+        print(
+            f"  {r['trials']} trials in {r['actors']} actors, {r['epochs']} epochs: epoch "
+            f"compute {r['epoch_compute_s']:.1f} s (median {r['median_epoch_s']:.2f} s/epoch), "
+            f"trial start-ups {r['startup_s_sum']:.1f} s in total"
+        )
 
 
 def profile_summary(path: Path, top: int) -> list[str]:

@@ -39,8 +39,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workdir", help="corpus and caches go here (default: a temp dir)")
     parser.add_argument("--json", help="write the rows to this file too")
-    parser.add_argument("--one", nargs=3, metavar=("CORPUS", "OUT", "WORKERS"),
-                        help=argparse.SUPPRESS)  # fmt: skip
+    parser.add_argument(
+        "--one", nargs=3, metavar=("CORPUS", "OUT", "WORKERS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(Path(args.one[0]), Path(args.one[1]), int(args.one[2]))))
@@ -50,14 +51,17 @@ def main() -> None:
     try:
         for scale in args.scales:
             corpus, hours, gen_s = write_corpus(workdir, scale)
-            print(f"scale {scale}x: {hours:.1f} h of EEG, corpus written in {gen_s:.0f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"scale {scale}x: {hours:.1f} h of EEG, corpus written in {gen_s:.0f} s", flush=True
+            )
             for n in args.workers:
                 out = workdir / f"cache-{scale}x-{n}w"
                 done = subprocess.run(
                     [sys.executable, __file__, "--one", str(corpus), str(out), str(n)],
-                    check=True, capture_output=True, text=True,
-                )  # fmt: skip
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 row = {"scale": scale, "workers": n, **json.loads(done.stdout.splitlines()[-1])}
                 rows.append(row)
                 print(format_row(row), flush=True)
@@ -93,8 +97,9 @@ def run_one(corpus: Path, out: Path, workers: int) -> dict:
     # keep this cluster's address out of /tmp/ray, where other Ray users would find it
     ray._private.utils.write_ray_address = lambda *a, **k: None
     ray._common.utils.reset_ray_address = lambda *a, **k: None
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
-                                                           "include_dashboard": False})  # fmt: skip
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
     for _ in range(workers):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -102,8 +107,9 @@ def run_one(corpus: Path, out: Path, workers: int) -> dict:
     try:
         runner = ray_runner()
         started = time.perf_counter()
-        result = build_window_cache(DataConfig(), corpus, out, runner=runner, progress=False,
-                                    verbose=False)  # fmt: skip
+        result = build_window_cache(
+            DataConfig(), corpus, out, runner=runner, progress=False, verbose=False
+        )
         wall = time.perf_counter() - started
     finally:
         ray.shutdown()
@@ -126,20 +132,27 @@ def run_one(corpus: Path, out: Path, workers: int) -> dict:
 
 def format_row(row: dict) -> str:
     rate = row["hours"] / (row["wall_s"] / 60) / row["workers"]
-    return (f"{row['scale']}x, {row['workers']} worker(s): {row['hours']:.1f} h, "
-            f"{row['windows']} windows in {row['wall_s']:.1f} s = {rate:.2f} h/min/core; "
-            f"driver {row['driver_peak_rss_mb']} MB, worker {row['worker_peak_rss_mb']} MB, "
-            f"cache {row['cache_mb']} MB, recordings per node {row['recordings_per_node']}")
+    return (
+        f"{row['scale']}x, {row['workers']} worker(s): {row['hours']:.1f} h, "
+        f"{row['windows']} windows in {row['wall_s']:.1f} s = {rate:.2f} h/min/core; "
+        f"driver {row['driver_peak_rss_mb']} MB, worker {row['worker_peak_rss_mb']} MB, "
+        f"cache {row['cache_mb']} MB, recordings per node {row['recordings_per_node']}"
+    )
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| corpus | hours of EEG | workers | wall s | h EEG / min / core | driver peak RSS MB "
-             "| worker peak RSS MB | cache MB |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| corpus | hours of EEG | workers | wall s | h EEG / min / core | driver peak RSS MB "
+        "| worker peak RSS MB | cache MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         rate = r["hours"] / (r["wall_s"] / 60) / r["workers"]
-        lines.append(f"| {r['scale']}x | {r['hours']:.1f} | {r['workers']} | {r['wall_s']:.1f} | "
-                     f"{rate:.2f} | {r['driver_peak_rss_mb']} | {r['worker_peak_rss_mb']} | "
-                     f"{r['cache_mb']} |")
+        lines.append(
+            f"| {r['scale']}x | {r['hours']:.1f} | {r['workers']} | {r['wall_s']:.1f} | "
+            f"{rate:.2f} | {r['driver_peak_rss_mb']} | {r['worker_peak_rss_mb']} | "
+            f"{r['cache_mb']} |"
+        )
     return "\n".join(lines)
 
 
@@ -152,14 +165,19 @@ def extrapolate(rows: list[dict]) -> str:
     if len(at) > 1:
         many = at[max(at)]
         speedup = one["wall_s"] / many["wall_s"]
-        lines.append(f"speed-up {min(at)} -> {max(at)} workers: {speedup:.2f}x "
-                     f"(efficiency {speedup / (max(at) / min(at)):.0%})")
+        lines.append(
+            f"speed-up {min(at)} -> {max(at)} workers: {speedup:.2f}x "
+            f"(efficiency {speedup / (max(at) / min(at)):.0%})"
+        )
     minutes = TUAB_HOURS / (rate * 64)
-    lines.append(f"TUAB ({TUAB_HOURS} h) on 64 cores at that rate per core, linear: "
-                 f"{minutes:.1f} min")
+    lines.append(
+        f"TUAB ({TUAB_HOURS} h) on 64 cores at that rate per core, linear: {minutes:.1f} min"
+    )
     encode_s = TUAB_WINDOWS / LARGE_BF16_WINDOWS_PER_S
-    lines.append(f"encoder stage, large, bf16, one H200: {TUAB_WINDOWS:,} / "
-                 f"{LARGE_BF16_WINDOWS_PER_S:,} windows/s = {encode_s:.0f} s")
+    lines.append(
+        f"encoder stage, large, bf16, one H200: {TUAB_WINDOWS:,} / "
+        f"{LARGE_BF16_WINDOWS_PER_S:,} windows/s = {encode_s:.0f} s"
+    )
     return "\n".join(lines)
 
 

@@ -63,13 +63,15 @@ def recorder_class():
             self.started = time.perf_counter()
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-            self.rows.append({
-                "t": time.perf_counter() - self.started,
-                "trial": trial.trial_id,
-                "epoch": float(result.get("epoch", np.nan)),
-                "val_auroc": float(result.get("val_auroc", np.nan)),
-                "config": {k: trial.config.get(k) for k in GRID},
-            })  # fmt: skip
+            self.rows.append(
+                {
+                    "t": time.perf_counter() - self.started,
+                    "trial": trial.trial_id,
+                    "epoch": float(result.get("epoch", np.nan)),
+                    "val_auroc": float(result.get("val_auroc", np.nan)),
+                    "config": {k: trial.config.get(k) for k in GRID},
+                }
+            )
 
     return EpochRecorder
 
@@ -78,11 +80,25 @@ def product_args(args: argparse.Namespace, seed: int, name: str) -> argparse.Nam
     from tune_eegpt import search
 
     return search.build_parser().parse_args(
-        ["--num-samples", str(args.num_samples), "--max-concurrent", str(args.max_concurrent),
-         "--seed", str(seed), "--storage", str(args.workdir / "runs"), "--name", name,
-         "--cache-dir", str(args.workdir / "cache"), "--epochs", str(args.epochs),
-         "--space", "paper"]
-    )  # fmt: skip
+        [
+            "--num-samples",
+            str(args.num_samples),
+            "--max-concurrent",
+            str(args.max_concurrent),
+            "--seed",
+            str(seed),
+            "--storage",
+            str(args.workdir / "runs"),
+            "--name",
+            name,
+            "--cache-dir",
+            str(args.workdir / "cache"),
+            "--epochs",
+            str(args.epochs),
+            "--space",
+            "paper",
+        ]
+    )
 
 
 def run_asha_tpe(args: argparse.Namespace, seed: int) -> list[dict]:
@@ -109,16 +125,20 @@ def run_plain(args: argparse.Namespace, kind: str, seed: int) -> list[dict]:
     cfg, _ = search.resolve(targs)  # the paper space's fixed values: batch_size 64
     prepared = prepare_data(cfg, workers=2, progress=False)
     trainable = tune.with_resources(
-        tune.with_parameters(ProbeTrainable, base_config=cfg.to_dict(),
-                             prepared=prepared.to_dict()),
+        tune.with_parameters(
+            ProbeTrainable, base_config=cfg.to_dict(), prepared=prepared.to_dict()
+        ),
         {"cpu": 1},
-    )  # fmt: skip
+    )
     if kind == "grid":
         space = {k: tune.grid_search(v) for k, v in GRID.items()}
         samples = 1
     else:
-        space = {"max_lr": tune.loguniform(1e-5, 1e-1), "pct_start": tune.uniform(0.05, 0.5),
-                 "accum_steps": tune.choice([1, 2, 4, 8])}  # fmt: skip
+        space = {
+            "max_lr": tune.loguniform(1e-5, 1e-1),
+            "pct_start": tune.uniform(0.05, 0.5),
+            "accum_steps": tune.choice([1, 2, 4, 8]),
+        }
         samples = args.num_samples
     random.seed(seed)
     np.random.seed(seed)
@@ -127,16 +147,22 @@ def run_plain(args: argparse.Namespace, kind: str, seed: int) -> list[dict]:
         trainable,
         param_space={**space, "batch_size": 64},
         tune_config=tune.TuneConfig(
-            metric="val_auroc", mode="max", num_samples=samples, reuse_actors=True,
-            search_alg=tune.search.BasicVariantGenerator(max_concurrent=args.max_concurrent,
-                                                       random_state=seed),
+            metric="val_auroc",
+            mode="max",
+            num_samples=samples,
+            reuse_actors=True,
+            search_alg=tune.search.BasicVariantGenerator(
+                max_concurrent=args.max_concurrent, random_state=seed
+            ),
         ),
         run_config=tune.RunConfig(
-            name=targs.name, storage_path=str(args.workdir / "runs"), callbacks=[recorder],
+            name=targs.name,
+            storage_path=str(args.workdir / "runs"),
+            callbacks=[recorder],
             checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
             verbose=0,
         ),
-    )  # fmt: skip
+    )
     tuner.fit()
     return recorder.rows
 
@@ -169,8 +195,14 @@ def plot(runs: dict[str, list[dict]], target: float, path: Path) -> None:
     for name, rows in runs.items():
         kind = name.split("-")[0]
         x, y = curve(rows)
-        ax.step(x, y, where="post", color=colors[kind], alpha=0.8,
-                label=kind if name.endswith("-0") or kind == "grid" else None)  # fmt: skip
+        ax.step(
+            x,
+            y,
+            where="post",
+            color=colors[kind],
+            alpha=0.8,
+            label=kind if name.endswith("-0") or kind == "grid" else None,
+        )
     ax.axhline(target, ls="--", color="k", lw=1, label=f"grid best - tolerance ({target:.4f})")
     ax.set_xscale("log")
     ax.set_xlabel("epochs consumed (all trials, in completion order)")
@@ -217,32 +249,49 @@ def main() -> None:
     grid_best = max(r["val_auroc"] for r in pool if np.isfinite(r["val_auroc"]))
     target = grid_best - args.tolerance
     grid_epochs = len(runs.get("grid", []))
-    summary: dict[str, Any] = {"grid_best_val_auroc": grid_best, "target": target,
-                               "grid_epochs_total": grid_epochs, "runs": {}}  # fmt: skip
+    summary: dict[str, Any] = {
+        "grid_best_val_auroc": grid_best,
+        "target": target,
+        "grid_epochs_total": grid_epochs,
+        "runs": {},
+    }
     print(f"grid best val_auroc {grid_best:.4f} over {grid_epochs} epochs; target {target:.4f}")
     for name, rows in runs.items():
         reach = first_reach(rows, target)
         best = max((r["val_auroc"] for r in rows if np.isfinite(r["val_auroc"])), default=np.nan)
         trials = len({r["trial"] for r in rows})
-        summary["runs"][name] = {"epochs_total": len(rows), "trials": trials,
-                                 "wall_s_total": max((r["t"] for r in rows), default=0.0),
-                                 "best_val_auroc": best, **reach}  # fmt: skip
-        print(f"{name:12s} trials {trials:3d}, epochs {len(rows):4d}, best {best:.4f}; "
-              f"reaches target after "
-              + (f"{reach['epochs']} epochs, {reach['wall_s']:.0f} s" if reach["reached"]
-                 else "never"))  # fmt: skip
+        summary["runs"][name] = {
+            "epochs_total": len(rows),
+            "trials": trials,
+            "wall_s_total": max((r["t"] for r in rows), default=0.0),
+            "best_val_auroc": best,
+            **reach,
+        }
+        print(
+            f"{name:12s} trials {trials:3d}, epochs {len(rows):4d}, best {best:.4f}; "
+            f"reaches target after "
+            + (
+                f"{reach['epochs']} epochs, {reach['wall_s']:.0f} s"
+                if reach["reached"]
+                else "never"
+            )
+        )
     for kind in ("asha_tpe", "random", "grid"):
         stats = [v for k, v in summary["runs"].items() if k.split("-")[0] == kind]
         if not stats:
             continue
         hit = [s for s in stats if s["reached"]]
-        agg = {"runs": len(stats), "reached": len(hit),
-               "median_epochs_to_target": statistics.median([s["epochs"] for s in hit])
-               if hit else None,
-               "median_wall_s_to_target": statistics.median([s["wall_s"] for s in hit])
-               if hit else None,
-               "mean_epochs_total": statistics.mean([s["epochs_total"] for s in stats]),
-               }  # fmt: skip
+        agg = {
+            "runs": len(stats),
+            "reached": len(hit),
+            "median_epochs_to_target": statistics.median([s["epochs"] for s in hit])
+            if hit
+            else None,
+            "median_wall_s_to_target": statistics.median([s["wall_s"] for s in hit])
+            if hit
+            else None,
+            "mean_epochs_total": statistics.mean([s["epochs_total"] for s in stats]),
+        }
         summary[kind] = agg
         print(
             f"{kind}: reached {len(hit)}/{len(stats)}; median epochs to target "

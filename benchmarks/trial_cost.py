@@ -85,8 +85,9 @@ def random_feature_cache(cfg: RunConfig, prepared: PreparedData, size: str, out:
     from tune_eegpt.data.window_cache import WindowSplit
 
     windows = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
-    path = build_feature_cache(RandomFeatures(shape), windows, out, key=f"random-{size}",
-                               batch_size=256, progress=False)  # fmt: skip
+    path = build_feature_cache(
+        RandomFeatures(shape), windows, out, key=f"random-{size}", batch_size=256, progress=False
+    )
     return str(path)
 
 
@@ -99,8 +100,12 @@ def cached_epoch(cfg: RunConfig, prepared: PreparedData, repeats: int) -> dict[s
         trainer.train_epoch()
         times.append(time.perf_counter() - started)
         trainer.close()
-    return {"epoch_s": statistics.median(times[1:]), "steps": trainer.steps_per_epoch,
-            "train_rows": len(trainer.train_data), "val_rows": len(trainer.val_data)}  # fmt: skip
+    return {
+        "epoch_s": statistics.median(times[1:]),
+        "steps": trainer.steps_per_epoch,
+        "train_rows": len(trainer.train_data),
+        "val_rows": len(trainer.val_data),
+    }
 
 
 def live_epoch(cfg: RunConfig, prepared: PreparedData, steps: int) -> dict[str, float]:
@@ -122,16 +127,21 @@ def live_epoch(cfg: RunConfig, prepared: PreparedData, steps: int) -> dict[str, 
     trainer.close()
     train_s = step_s * trainer.steps_per_epoch
     val_s = val_batch_s * math.ceil(len(val) / bs)
-    return {"epoch_s": train_s + val_s, "train_s": train_s, "val_s": val_s,
-            "encoder_windows_per_s": bs / val_batch_s}  # fmt: skip
+    return {
+        "epoch_s": train_s + val_s,
+        "train_s": train_s,
+        "val_s": val_s,
+        "encoder_windows_per_s": bs / val_batch_s,
+    }
 
 
 def import_seconds(repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import trainables, tune_eegpt.pipeline"],
-                       check=True, cwd=ROOT)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", "import trainables, tune_eegpt.pipeline"], check=True, cwd=ROOT
+        )
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -143,9 +153,19 @@ def startup_through_ray(workdir: Path, trials: int) -> dict[str, Any]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     storage = workdir / "runs"
     args = search.build_parser().parse_args(
-        ["--num-samples", str(trials), "--max-concurrent", "1", "--storage", str(storage),
-         "--cache-dir", str(workdir / "cache"), "--name", f"startup-{int(time.time())}"]
-    )  # fmt: skip
+        [
+            "--num-samples",
+            str(trials),
+            "--max-concurrent",
+            "1",
+            "--storage",
+            str(storage),
+            "--cache-dir",
+            str(workdir / "cache"),
+            "--name",
+            f"startup-{int(time.time())}",
+        ]
+    )
     space = load_space("paper")
     cfg = search.base_run_config(args).with_overrides(space.fixed)
     search.run_search(args, cfg, space)
@@ -159,8 +179,12 @@ def startup_through_ray(workdir: Path, trials: int) -> dict[str, Any]:
     pids = [r[3] for r in rows]
     fresh = [r[2] for i, r in enumerate(rows) if r[3] not in pids[:i]]
     reused = [r[2] for i, r in enumerate(rows) if r[3] in pids[:i]]
-    return {"trials": len(rows), "fresh_startup_s": fresh, "reused_startup_s": reused,
-            "actors": len(set(pids))}  # fmt: skip
+    return {
+        "trials": len(rows),
+        "fresh_startup_s": fresh,
+        "reused_startup_s": reused,
+        "actors": len(set(pids)),
+    }
 
 
 def main() -> None:
@@ -173,8 +197,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    report: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
-                              "threads": 1}  # fmt: skip
+    report: dict[str, Any] = {
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "threads": 1,
+    }
 
     base = default_config(args.workdir)
     started = time.perf_counter()
@@ -191,10 +217,13 @@ def main() -> None:
         live = live_epoch(cfg, prepared, args.live_steps)
         ratio = live["epoch_s"] / cached["epoch_s"]
         report[size] = {"cached": cached, "live": live, "live_over_cached": ratio}
-        print(f"{size}: epoch of {cached['train_rows']} train + {cached['val_rows']} val windows "
-              f"({cached['steps']} steps): cached {cached['epoch_s']:.2f} s, live "
-              f"{live['epoch_s']:.1f} s (encoder {live['encoder_windows_per_s']:.0f} windows/s)"
-              f" -> cached is {ratio:.0f}x cheaper", flush=True)  # fmt: skip
+        print(
+            f"{size}: epoch of {cached['train_rows']} train + {cached['val_rows']} val windows "
+            f"({cached['steps']} steps): cached {cached['epoch_s']:.2f} s, live "
+            f"{live['epoch_s']:.1f} s (encoder {live['encoder_windows_per_s']:.0f} windows/s)"
+            f" -> cached is {ratio:.0f}x cheaper",
+            flush=True,
+        )
 
     imports = import_seconds()
     report["import_s"] = imports
@@ -205,12 +234,16 @@ def main() -> None:
         reused = startup["reused_startup_s"]
         fresh = startup["fresh_startup_s"]
         if reused:
-            print(f"start-up, reused actor: median {statistics.median(reused):.3f} s, max "
-                  f"{max(reused):.3f} s over {len(reused)} trials")  # fmt: skip
+            print(
+                f"start-up, reused actor: median {statistics.median(reused):.3f} s, max "
+                f"{max(reused):.3f} s over {len(reused)} trials"
+            )
         if fresh:
             f = statistics.median(fresh)
-            print(f"start-up, fresh actor: setup {f:.2f} s (+ imports {imports:.2f} s = "
-                  f"{f + imports:.2f} s, before Ray's own actor start)")  # fmt: skip
+            print(
+                f"start-up, fresh actor: setup {f:.2f} s (+ imports {imports:.2f} s = "
+                f"{f + imports:.2f} s, before Ray's own actor start)"
+            )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -55,9 +55,17 @@ def one_trial(path: str, rows: int, epochs: int, device: str, precision: str, qu
     train = RowSubset(features, np.arange(rows - 2000))
     val = RowSubset(features, np.arange(rows - 2000, rows))
     cfg = RunConfig().with_overrides(
-        {"encoder": "none", "epochs": epochs, "device": device, "precision": precision,
-         "threads": 1, "max_lr": 1e-3, "pct_start": 0.2, "tensorboard": False}
-    )  # fmt: skip
+        {
+            "encoder": "none",
+            "epochs": epochs,
+            "device": device,
+            "precision": precision,
+            "threads": 1,
+            "max_lr": 1e-3,
+            "pct_start": 0.2,
+            "tensorboard": False,
+        }
+    )
     torch.manual_seed(0)
     from tune_eegpt.training.trainer import ProbeTrainer
 
@@ -81,18 +89,25 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        path = build_feature_cache(RandomFeatures(), Labels(args.rows), tmp, key="bench",
-                                   batch_size=1024, progress=False)  # fmt: skip
+        path = build_feature_cache(
+            RandomFeatures(), Labels(args.rows), tmp, key="bench", batch_size=1024, progress=False
+        )
         size_gb = Path(path).stat().st_size / 1e9
-        print(f"feature cache: {args.rows} rows, {size_gb:.2f} GB, "
-              f"written in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        print(
+            f"feature cache: {args.rows} rows, {size_gb:.2f} GB, "
+            f"written in {time.perf_counter() - started:.1f} s"
+        )
         ctx = mp.get_context("spawn")
         results = []
         for n in args.processes:
             queue = ctx.Queue()
-            procs = [ctx.Process(target=one_trial, args=(str(path), args.rows, args.epochs,
-                                                          args.device, args.precision, queue))
-                     for _ in range(n)]  # fmt: skip
+            procs = [
+                ctx.Process(
+                    target=one_trial,
+                    args=(str(path), args.rows, args.epochs, args.device, args.precision, queue),
+                )
+                for _ in range(n)
+            ]
             started = time.perf_counter()
             for proc in procs:
                 proc.start()
@@ -101,11 +116,13 @@ def main() -> None:
                 proc.join()
             wall = time.perf_counter() - started
             rows = sum(d["rows"] for d in done)
-            row = {"processes": n, "wall_s": round(wall, 2),
-                   "rows_per_s_total": round(rows / wall),
-                   "epoch_s_per_trial": round(max(d["seconds"] for d in done) / args.epochs, 2),
-                   "peak_gpu_mib_per_trial": round(max(d["peak_mib"] for d in done), 1),
-                   }  # fmt: skip
+            row = {
+                "processes": n,
+                "wall_s": round(wall, 2),
+                "rows_per_s_total": round(rows / wall),
+                "epoch_s_per_trial": round(max(d["seconds"] for d in done) / args.epochs, 2),
+                "peak_gpu_mib_per_trial": round(max(d["peak_mib"] for d in done), 1),
+            }
             results.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

@@ -47,11 +47,29 @@ def run_small_search(folder: Path, name: str = "exp") -> Path:
     from trainable_fixtures import crash_once, shipped_by_value
 
     with shipped_by_value():
-        run_search_cli([
-            "--config", str(config), "--space", str(space), "--num-samples", str(NUM_TRIALS),
-            "--max-concurrent", "1", "--grace-period", "2", "--reduction-factor", "2",
-            "--max-failures", "0", "--storage", str(folder / "runs"), "--name", name,
-        ], trainable=crash_once(folder / "crashed-once", epoch=2))  # fmt: skip
+        run_search_cli(
+            [
+                "--config",
+                str(config),
+                "--space",
+                str(space),
+                "--num-samples",
+                str(NUM_TRIALS),
+                "--max-concurrent",
+                "1",
+                "--grace-period",
+                "2",
+                "--reduction-factor",
+                "2",
+                "--max-failures",
+                "0",
+                "--storage",
+                str(folder / "runs"),
+                "--name",
+                name,
+            ],
+            trainable=crash_once(folder / "crashed-once", epoch=2),
+        )
     return folder / "runs" / name
 
 

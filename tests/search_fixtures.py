@@ -40,5 +40,6 @@ def run_search_cli(args: list[str], trainable: type | None = None, callbacks=())
 
     parsed = search.build_parser().parse_args(args)
     cfg, space = search.resolve(parsed)
-    return search.run_search(parsed, cfg, space, trainable=trainable, callbacks=callbacks,
-                             argv=args)  # fmt: skip
+    return search.run_search(
+        parsed, cfg, space, trainable=trainable, callbacks=callbacks, argv=args
+    )

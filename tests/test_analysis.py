@@ -206,7 +206,12 @@ def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
             runs.rmdir()
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"{NUM_TRIALS} trials, searched" in printed
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]  # fmt: skip
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= 4  # three plots and the schedule, inline
     assert (tmp_path / "nb" / "best_config.yaml").is_file()

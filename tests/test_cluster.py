@@ -52,9 +52,8 @@ def test_cluster_files_pass_rays_validation(path):
         return
     head = config["available_node_types"][config["head_node_type"]]
     gpu_types = [
-        t for name, t in config["available_node_types"].items()
-        if name != config["head_node_type"]
-    ]  # fmt: skip
+        t for name, t in config["available_node_types"].items() if name != config["head_node_type"]
+    ]
     assert head.get("resources", {}).get("GPU", 0) == 0  # a CPU head
     assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types)  # scales from zero
     assert all(t["resources"].get("GPU", 0) >= 1 for t in gpu_types)
@@ -118,8 +117,9 @@ def test_prepare_caches_builds_what_the_search_will_use(tiny_base):
 
     from tune_eegpt.pipeline import prepare_data
 
-    spec = importlib.util.spec_from_file_location("prepare_caches", ROOT / "cluster" /
-                                                  "prepare_caches.py")  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "prepare_caches", ROOT / "cluster" / "prepare_caches.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _, config = tiny_base
@@ -173,8 +173,9 @@ def cluster():
         # shutdown would delete someone else's. Keep this cluster to ourselves.
         mp.setattr(ray._private.utils, "write_ray_address", lambda *a, **k: None)
         mp.setattr(ray._common.utils, "reset_ray_address", lambda *a, **k: None)
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0,
-                                                         "include_dashboard": False})  # fmt: skip
+        c = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+        )
         workers = [c.add_node(num_cpus=2, num_gpus=1) for _ in range(2)]
         c.wait_for_nodes()
         ray.init(address=c.address, configure_logging=False)
@@ -204,13 +205,34 @@ def trial_rows(experiment: Path) -> dict[str, list[dict]]:
 
 
 def search_args(config, space, storage, name, samples, epochs):
-    return ["--config", str(config), "--space", str(space), "--num-samples", str(samples),
-            "--epochs", str(epochs), "--grace-period", str(epochs),  # ASHA stops none
-            "--gpus-per-trial", "0.5", "--cpus-per-trial", "1", "--max-failures", "3",
-            # without it Tune keeps one trial pending at a time (its default for searchers
-            # other than random search), and trials trickle in one by one
-            "--max-concurrent", str(samples),
-            "--storage", str(storage), "--name", name, "--address", "auto"]  # fmt: skip
+    return [
+        "--config",
+        str(config),
+        "--space",
+        str(space),
+        "--num-samples",
+        str(samples),
+        "--epochs",
+        str(epochs),
+        "--grace-period",
+        str(epochs),  # ASHA stops none
+        "--gpus-per-trial",
+        "0.5",
+        "--cpus-per-trial",
+        "1",
+        "--max-failures",
+        "3",
+        # without it Tune keeps one trial pending at a time (its default for searchers
+        # other than random search), and trials trickle in one by one
+        "--max-concurrent",
+        str(samples),
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--address",
+        "auto",
+    ]
 
 
 def final_trials(experiment: Path):
@@ -221,8 +243,9 @@ def final_trials(experiment: Path):
 
 @pytest.fixture
 def lr_space(tmp_path):
-    return write_space(tmp_path, "lr", {"max_lr": {"distribution": "loguniform",
-                                                  "low": 1e-3, "high": 1e-2}})  # fmt: skip
+    return write_space(
+        tmp_path, "lr", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
+    )
 
 
 @pytest.mark.slow
@@ -250,8 +273,9 @@ def test_search_spreads_trials_over_the_gpu_nodes(cluster, tiny_base, lr_space, 
 
 
 @pytest.mark.slow
-def test_trials_of_a_lost_node_resume_from_checkpoints_elsewhere(cluster, tiny_base,
-                                                                 lr_space, tmp_path):  # fmt: skip
+def test_trials_of_a_lost_node_resume_from_checkpoints_elsewhere(
+    cluster, tiny_base, lr_space, tmp_path
+):
     c, workers = cluster
     _, config = tiny_base
     epochs = 6

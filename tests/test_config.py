@@ -78,8 +78,17 @@ def test_fingerprint_tracks_outcome_fields_only():
 
 def test_hyperparameters_are_addressable_by_their_bare_names():
     cfg = RunConfig()
-    for name in ("max_lr", "pct_start", "accum_steps", "div_factor", "final_div_factor",
-                 "batch_size", "weight_decay", "epochs", "seed"):  # fmt: skip
+    for name in (
+        "max_lr",
+        "pct_start",
+        "accum_steps",
+        "div_factor",
+        "final_div_factor",
+        "batch_size",
+        "weight_decay",
+        "epochs",
+        "seed",
+    ):
         assert cfg.get(name) == cfg.get(f"{_section_of(name)}.{name}")
 
 

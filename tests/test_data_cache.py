@@ -31,8 +31,9 @@ from tune_eegpt.data.shards import MappedShard
 from tune_eegpt.data.synthetic import SyntheticSpec, write_synthetic_corpus
 from tune_eegpt.training.batches import BatchSource
 
-TINY = SyntheticSpec(subjects=6, seed=3, min_duration_s=20, max_duration_s=28,
-                     multi_session_fraction=0.5)  # fmt: skip
+TINY = SyntheticSpec(
+    subjects=6, seed=3, min_duration_s=20, max_duration_s=28, multi_session_fraction=0.5
+)
 CFG = DataConfig()
 
 
@@ -57,8 +58,10 @@ def corpus(corpus_template, tmp_path) -> Path:
 
 
 def shard_stamps(cache_dir: Path) -> dict[str, tuple[int, int]]:
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in (cache_dir / "shards").glob("*.arrow")}  # fmt: skip
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (cache_dir / "shards").glob("*.arrow")
+    }
 
 
 def edf_files(root: Path) -> list[Path]:
@@ -70,8 +73,13 @@ def test_build_writes_complete_cache(built, corpus_template) -> None:
     n_files = len(edf_files(corpus_template))
     assert built.built == n_files and built.reused == 0
     names = {p.name for p in built.path.iterdir()}
-    assert {"manifest.json", "rejected.csv", "recordings.csv", "splits-seed0-val0.2.csv",
-            "shards"} <= names  # fmt: skip
+    assert {
+        "manifest.json",
+        "rejected.csv",
+        "recordings.csv",
+        "splits-seed0-val0.2.csv",
+        "shards",
+    } <= names
     manifest = json.loads((built.path / "manifest.json").read_text())
     assert manifest["key"] == built.key == built.path.name
     assert manifest["files"]["found"] == n_files
@@ -80,8 +88,9 @@ def test_build_writes_complete_cache(built, corpus_template) -> None:
 
 def test_unchanged_corpus_is_reused_at_once(built, corpus_template) -> None:
     before = shard_stamps(built.path)
-    again = build_window_cache(CFG, corpus_template, built.path.parent, progress=False,
-                               verbose=False)  # fmt: skip
+    again = build_window_cache(
+        CFG, corpus_template, built.path.parent, progress=False, verbose=False
+    )
     assert again.path == built.path and again.built == 0
     assert again.reused == len(edf_files(corpus_template))
     assert shard_stamps(built.path) == before
@@ -104,8 +113,9 @@ def test_changed_setting_or_touched_file_gives_a_new_cache(corpus, tmp_path) -> 
 
 def test_split_settings_do_not_change_the_key(built, corpus_template) -> None:
     cfg = DataConfig(split_seed=5, val_fraction=0.3)
-    again = build_window_cache(cfg, corpus_template, built.path.parent, progress=False,
-                               verbose=False)  # fmt: skip
+    again = build_window_cache(
+        cfg, corpus_template, built.path.parent, progress=False, verbose=False
+    )
     assert again.key == built.key and again.built == 0
     assert (built.path / "splits-seed5-val0.3.csv").is_file()
 
@@ -133,8 +143,18 @@ def test_interrupted_build_resumes_with_the_completed_shards(corpus, tmp_path) -
 @pytest.mark.slow
 def test_killed_build_process_resumes(corpus, tmp_path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tune_eegpt.data", "prepare", "--data-root", str(corpus),
-           "--out", str(out), "--workers", "1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_eegpt.data",
+        "prepare",
+        "--data-root",
+        str(corpus),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -164,15 +184,41 @@ def _add_bad_files(root: Path) -> dict[str, str]:
 
     def edf(name: str, sfreq: float, seconds: int, electrodes: list[str]) -> Path:
         n = int(sfreq * seconds)
-        signals = [edfio.EdfSignal(rng.normal(0, 20, n), sfreq, label=f"EEG {e}-REF",
-                                   physical_dimension="uV", physical_range=(-500, 500))
-                   for e in electrodes]  # fmt: skip
+        signals = [
+            edfio.EdfSignal(
+                rng.normal(0, 20, n),
+                sfreq,
+                label=f"EEG {e}-REF",
+                physical_dimension="uV",
+                physical_range=(-500, 500),
+            )
+            for e in electrodes
+        ]
         path = folder / f"{name}.edf"
         edfio.Edf(signals).write(path)
         return path
 
-    tuab = ["FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8",
-            "T3", "T4", "T5", "T6", "FZ", "CZ", "PZ"]  # fmt: skip
+    tuab = [
+        "FP1",
+        "FP2",
+        "F3",
+        "F4",
+        "C3",
+        "C4",
+        "P3",
+        "P4",
+        "O1",
+        "O2",
+        "F7",
+        "F8",
+        "T3",
+        "T4",
+        "T5",
+        "T6",
+        "FZ",
+        "CZ",
+        "PZ",
+    ]
     (folder / "zzgarbag_s001_t000.edf").write_bytes(rng.bytes(3000))
     truncated = edf("zztrunca_s001_t000", 250, 12, tuab)
     truncated.write_bytes(truncated.read_bytes()[:-5000])
@@ -270,8 +316,10 @@ def test_splits_are_batch_sources_in_microvolts(built) -> None:
     assert not (subjects["train"] | subjects["val"]) & subjects["test"]
     test_rows = cache.meta[cache.meta["split"] == "test"]
     assert (test_rows["source_split"] == "eval").all()
-    assert len(cache.meta) == len(cache.windows) == sum(
-        len(cache.split(n)) for n in ("train", "val", "test")
+    assert (
+        len(cache.meta)
+        == len(cache.windows)
+        == sum(len(cache.split(n)) for n in ("train", "val", "test"))
     )
 
 
@@ -288,8 +336,9 @@ def test_sharded_windows_index_like_an_array(built) -> None:
 
 @pytest.mark.slow
 def test_parallel_build_matches_serial_build(built, corpus_template, tmp_path) -> None:
-    parallel = build_window_cache(CFG, corpus_template, tmp_path / "par", workers=2,
-                                  progress=False, verbose=False)  # fmt: skip
+    parallel = build_window_cache(
+        CFG, corpus_template, tmp_path / "par", workers=2, progress=False, verbose=False
+    )
     assert parallel.key == built.key and parallel.built == built.built
     a = WindowCache.open(built.path)
     b = WindowCache.open(parallel.path)

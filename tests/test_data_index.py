@@ -13,21 +13,42 @@ from tune_eegpt.data.tuab_index import index_tuab, parse_tuab_path
     [
         (
             "edf/train/normal/01_tcp_ar/aaaaamye_s001_t000.edf",
-            {"split": "train", "label_name": "normal", "label": 0, "subject": "aaaaamye",
-             "session": 1, "token": 0, "recording": "aaaaamye_s001_t000"},
+            {
+                "split": "train",
+                "label_name": "normal",
+                "label": 0,
+                "subject": "aaaaamye",
+                "session": 1,
+                "token": 0,
+                "recording": "aaaaamye_s001_t000",
+            },
         ),
         (
             "edf/eval/abnormal/01_tcp_ar/aaaaapys_s002_t001.edf",
-            {"split": "eval", "label_name": "abnormal", "label": 1, "subject": "aaaaapys",
-             "session": 2, "token": 1, "recording": "aaaaapys_s002_t001"},
+            {
+                "split": "eval",
+                "label_name": "abnormal",
+                "label": 1,
+                "subject": "aaaaapys",
+                "session": 2,
+                "token": 1,
+                "recording": "aaaaapys_s002_t001",
+            },
         ),
         (  # root given as the edf folder itself; montage folder at another depth
             "train/abnormal/02_tcp_le/x/aaaaaaaq_s004_t002.edf",
-            {"split": "train", "label_name": "abnormal", "label": 1, "subject": "aaaaaaaq",
-             "session": 4, "token": 2, "recording": "aaaaaaaq_s004_t002"},
+            {
+                "split": "train",
+                "label_name": "abnormal",
+                "label": 1,
+                "subject": "aaaaaaaq",
+                "session": 4,
+                "token": 2,
+                "recording": "aaaaaaaq_s004_t002",
+            },
         ),
     ],
-)  # fmt: skip
+)
 def test_parser_reads_literal_tuab_paths(relpath: str, expected: dict) -> None:
     assert parse_tuab_path(relpath) == expected
 
@@ -67,7 +88,10 @@ def test_index_walks_tree_counts_ignored_and_reads_no_edf(tmp_path) -> None:
     assert sorted(index.ignored) == sorted(others)
     row = index.recordings.set_index("recording").loc["aaaaaaaq_s002_t000"]
     assert (row["split"], row["label"], row["subject"], row["session"]) == (
-        "train", 1, "aaaaaaaq", 2
+        "train",
+        1,
+        "aaaaaaaq",
+        2,
     )
     assert (index.recordings["size"] > 0).all()
 
@@ -78,12 +102,29 @@ def test_index_of_missing_root_says_what_was_expected(tmp_path) -> None:
 
 
 def test_channel_matching_accepts_tuab_spellings() -> None:
-    labels = ["EEG FP1-REF", "eeg fp2-le", " EEG T3-REF ", "EEG T4-LE", "EEG T5-REF", "T6",
-              "EEG EKG1-REF", "PHOTIC-REF", "IBI", "EEG CZ - REF"]  # fmt: skip
+    labels = [
+        "EEG FP1-REF",
+        "eeg fp2-le",
+        " EEG T3-REF ",
+        "EEG T4-LE",
+        "EEG T5-REF",
+        "T6",
+        "EEG EKG1-REF",
+        "PHOTIC-REF",
+        "IBI",
+        "EEG CZ - REF",
+    ]
     wanted = ["FP1", "FP2", "T7", "T8", "P7", "P8", "CZ"]
     found, missing = match_channels(labels, wanted)
-    assert found == ["EEG FP1-REF", "eeg fp2-le", " EEG T3-REF ", "EEG T4-LE", "EEG T5-REF",
-                     "T6", "EEG CZ - REF"]  # fmt: skip
+    assert found == [
+        "EEG FP1-REF",
+        "eeg fp2-le",
+        " EEG T3-REF ",
+        "EEG T4-LE",
+        "EEG T5-REF",
+        "T6",
+        "EEG CZ - REF",
+    ]
     assert missing == []
 
 

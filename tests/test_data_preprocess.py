@@ -14,8 +14,31 @@ from tune_eegpt.data import preprocess
 from tune_eegpt.data.preprocess import RecordingWindows, Rejection, read_recording
 from tune_eegpt.data.settings import Preprocessing
 
-TUAB_EEG = ["FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8",
-            "T3", "T4", "T5", "T6", "A1", "A2", "FZ", "CZ", "PZ", "T1", "T2"]  # fmt: skip
+TUAB_EEG = [
+    "FP1",
+    "FP2",
+    "F3",
+    "F4",
+    "C3",
+    "C4",
+    "P3",
+    "P4",
+    "O1",
+    "O2",
+    "F7",
+    "F8",
+    "T3",
+    "T4",
+    "T5",
+    "T6",
+    "A1",
+    "A2",
+    "FZ",
+    "CZ",
+    "PZ",
+    "T1",
+    "T2",
+]
 OLD_NAMES = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
 SETTINGS = Preprocessing.from_config(DataConfig())
 
@@ -26,19 +49,38 @@ def amplitude_of(name: str) -> float:
 
 
 def write_edf(
-    path: Path, sfreq: float, seconds: int, electrodes: list[str] = TUAB_EEG,
-    suffix: str = "-REF", artefact_at_s: float | None = None, flat: bool = False,
-) -> Path:  # fmt: skip
+    path: Path,
+    sfreq: float,
+    seconds: int,
+    electrodes: list[str] = TUAB_EEG,
+    suffix: str = "-REF",
+    artefact_at_s: float | None = None,
+    flat: bool = False,
+) -> Path:
     t = np.arange(int(sfreq * seconds)) / sfreq
     signals = []
     for name in electrodes:
         x = amplitude_of(name) * np.sin(2 * np.pi * 10.0 * t) * (0.0 if flat else 1.0)
         if artefact_at_s is not None:
             x = x + 3000.0 * ((t >= artefact_at_s) & (t < artefact_at_s + 1.0))
-        signals.append(edfio.EdfSignal(x, sfreq, label=f"EEG {name}{suffix}",
-                                       physical_dimension="uV", physical_range=(-4000, 4000)))
-    signals.append(edfio.EdfSignal(np.zeros_like(t), sfreq, label="EEG EKG1-REF",
-                                   physical_dimension="uV", physical_range=(-1, 1)))
+        signals.append(
+            edfio.EdfSignal(
+                x,
+                sfreq,
+                label=f"EEG {name}{suffix}",
+                physical_dimension="uV",
+                physical_range=(-4000, 4000),
+            )
+        )
+    signals.append(
+        edfio.EdfSignal(
+            np.zeros_like(t),
+            sfreq,
+            label="EEG EKG1-REF",
+            physical_dimension="uV",
+            physical_range=(-1, 1),
+        )
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     edfio.Edf(signals).write(path)
     return path
@@ -101,14 +143,17 @@ def _truncated(path: Path) -> Path:
         (_garbage, preprocess.UNREADABLE, ""),
         (lambda p: (p.write_bytes(b""), p)[1], preprocess.UNREADABLE, ""),
         (_truncated, preprocess.TRUNCATED, "file size"),
-        (lambda p: write_edf(p, 250.0, 12, [e for e in TUAB_EEG if e not in ("O2", "T3")]),
-         preprocess.MISSING_CHANNELS, "T7, O2"),
+        (
+            lambda p: write_edf(p, 250.0, 12, [e for e in TUAB_EEG if e not in ("O2", "T3")]),
+            preprocess.MISSING_CHANNELS,
+            "T7, O2",
+        ),
         (lambda p: write_edf(p, 250.0, 3), preprocess.TOO_SHORT, "3.0 s"),
         (lambda p: write_edf(p, 128.0, 12), preprocess.SFREQ_TOO_LOW, "128 Hz"),
         (lambda p: write_edf(p, 250.0, 12, flat=True), preprocess.ALL_WINDOWS_REJECTED, "flat: 3"),
     ],
     ids=["garbage", "empty", "truncated", "missing", "short", "low-rate", "flat"],
-)  # fmt: skip
+)
 def test_unusable_files_are_rejected_with_their_reason(tmp_path, make, reason, detail) -> None:
     result = read_recording(make(tmp_path / "bad.edf"), SETTINGS)
     assert isinstance(result, Rejection)

@@ -15,8 +15,9 @@ def recordings(n_train: int = 40, n_eval: int = 10, seed: int = 0) -> pd.DataFra
         split = "train" if i < n_train else "eval"
         label = i % 2
         for session in range(1, 1 + rng.integers(1, 4)):  # 1-3 recordings per subject
-            rows.append({"subject": f"s{i:03d}", "split": split, "label": label,
-                         "session": session})  # fmt: skip
+            rows.append(
+                {"subject": f"s{i:03d}", "split": split, "label": label, "session": session}
+            )
     return pd.DataFrame(rows)
 
 

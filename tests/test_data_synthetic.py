@@ -14,8 +14,9 @@ from tune_eegpt.data.__main__ import main
 from tune_eegpt.data.synthetic import SyntheticSpec, plan_corpus, write_synthetic_corpus
 from tune_eegpt.data.tuab_index import index_tuab
 
-SMALL = SyntheticSpec(subjects=8, seed=2, min_duration_s=12, max_duration_s=16,
-                      multi_session_fraction=0.5)  # fmt: skip
+SMALL = SyntheticSpec(
+    subjects=8, seed=2, min_duration_s=12, max_duration_s=16, multi_session_fraction=0.5
+)
 
 
 def test_corpus_has_tuab_layout_names_channels_and_rates(tmp_path) -> None:
@@ -43,8 +44,9 @@ def test_corpus_has_tuab_layout_names_channels_and_rates(tmp_path) -> None:
 
 
 def test_corpus_is_deterministic_from_its_seed(tmp_path) -> None:
-    spec = SyntheticSpec(subjects=4, seed=5, min_duration_s=5, max_duration_s=6,
-                         multi_session_fraction=0.0)  # fmt: skip
+    spec = SyntheticSpec(
+        subjects=4, seed=5, min_duration_s=5, max_duration_s=6, multi_session_fraction=0.0
+    )
     write_synthetic_corpus(tmp_path / "a", spec)
     write_synthetic_corpus(tmp_path / "b", spec)
     for fa in sorted((tmp_path / "a").rglob("*.edf")):
@@ -77,8 +79,14 @@ def test_spec_key_follows_every_parameter() -> None:
 
 def test_abnormal_recordings_are_slower_on_average(tmp_path) -> None:
     """The class signal is there: more delta relative to alpha in abnormal subjects."""
-    spec = SyntheticSpec(subjects=8, seed=0, min_duration_s=20, max_duration_s=20,
-                         multi_session_fraction=0.0, label_noise=0.0)  # fmt: skip
+    spec = SyntheticSpec(
+        subjects=8,
+        seed=0,
+        min_duration_s=20,
+        max_duration_s=20,
+        multi_session_fraction=0.0,
+        label_noise=0.0,
+    )
     plan = write_synthetic_corpus(tmp_path / "c", spec)
     ratios = {True: [], False: []}
     for row in plan.itertuples():
@@ -100,8 +108,22 @@ def test_cli_synth_prepare_info(tmp_path, capsys) -> None:
     # a short run: the default corpus length is minutes, the CLI test needs seconds
     spec_cfg = tmp_path / "run.yaml"
     spec_cfg.write_text("data:\n  window_s: 4.0\n  stride_s: 8.0\n")
-    assert main(["prepare", "--data-root", str(corpus), "--out", str(out), "--workers", "1",
-                 "--config", str(spec_cfg)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "--data-root",
+                str(corpus),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--config",
+                str(spec_cfg),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     cache_dir = printed.strip().splitlines()[-1]
     assert "windows per split" in printed and cache_dir.startswith(str(out))

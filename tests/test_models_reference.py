@@ -33,8 +33,9 @@ def test_encoder_matches_the_reference_implementation():
     encoder = EEGPTEncoder(channels=ref["channels"], input_scale=1.0, **ref["sizes"]).eval()
     gen = torch.Generator().manual_seed(ref["seed"])
     state = encoder.state_dict()
-    filled = {k: torch.randn(state[k].shape, generator=gen) * ref["weight_std"]
-              for k in sorted(state)}  # fmt: skip
+    filled = {
+        k: torch.randn(state[k].shape, generator=gen) * ref["weight_std"] for k in sorted(state)
+    }
     encoder.load_state_dict(filled, strict=True)
     x = torch.randn(ref["batch"], len(ref["channels"]), ref["n_samples"], generator=gen)
     with torch.no_grad():

@@ -30,8 +30,9 @@ ray = pytest.importorskip("ray")
 
 from tune_eegpt.prepare_on_ray import encode_on_ray, ray_runner  # noqa: E402
 
-TINY = SyntheticSpec(subjects=4, seed=3, min_duration_s=20, max_duration_s=28,
-                     multi_session_fraction=0.5)  # fmt: skip
+TINY = SyntheticSpec(
+    subjects=4, seed=3, min_duration_s=20, max_duration_s=28, multi_session_fraction=0.5
+)
 CFG = DataConfig()
 
 
@@ -63,8 +64,10 @@ def cluster():
         # Ray keeps CPU tasks off GPU nodes while others are free; on the AWS cluster every
         # worker is a GPU node, so let both workers here count alike
         config = {"scheduler_avoid_gpu_nodes": False}
-        c = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "include_dashboard": False, "_system_config": config})  # fmt: skip
+        c = Cluster(
+            initialize_head=True,
+            head_node_args={"num_cpus": 0, "include_dashboard": False, "_system_config": config},
+        )
         nodes = {"cpu": c.add_node(num_cpus=1), "gpu": c.add_node(num_cpus=1, num_gpus=1)}
         c.wait_for_nodes()
         ray.init(address=c.address, configure_logging=False)
@@ -87,8 +90,15 @@ def warm_up(nodes) -> None:
         return ray.get_runtime_context().get_node_id()
 
     task = ray.remote(load)
-    ray.get([task.options(num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(
-        node.node_id, soft=False)).remote() for node in nodes])  # fmt: skip
+    ray.get(
+        [
+            task.options(
+                num_cpus=1,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+            ).remote()
+            for node in nodes
+        ]
+    )
 
 
 def assert_same_cache(built: str | Path, reference) -> None:
@@ -105,12 +115,12 @@ def assert_same_cache(built: str | Path, reference) -> None:
 
 
 @pytest.mark.slow
-def test_every_recording_is_decoded_once_across_the_workers(cluster, corpus, reference,
-                                                            tmp_path):  # fmt: skip
+def test_every_recording_is_decoded_once_across_the_workers(cluster, corpus, reference, tmp_path):
     _, nodes = cluster
     runner = ray_runner()
-    result = build_window_cache(CFG, corpus, tmp_path / "out", runner=runner, progress=False,
-                                verbose=False)  # fmt: skip
+    result = build_window_cache(
+        CFG, corpus, tmp_path / "out", runner=runner, progress=False, verbose=False
+    )
     recordings = [r["recording"] for r in runner.results]
     assert sorted(recordings) == sorted(set(recordings))  # each decoded once
     assert len(recordings) == reference.manifest["files"]["found"]
@@ -128,10 +138,12 @@ def test_encoding_runs_on_the_gpu_node_and_equals_single_process_features(
     cluster, reference, tmp_path
 ):
     _, nodes = cluster
-    cfg = RunConfig.from_dict({"data": {"cache_dir": str(tmp_path / "cache")},
-                               "model": {"encoder": "small"}})  # fmt: skip
-    done = encode_on_ray(cfg, str(reference.path), progress=False,
-                         local_copies=str(tmp_path / "copies"))  # fmt: skip
+    cfg = RunConfig.from_dict(
+        {"data": {"cache_dir": str(tmp_path / "cache")}, "model": {"encoder": "small"}}
+    )
+    done = encode_on_ray(
+        cfg, str(reference.path), progress=False, local_copies=str(tmp_path / "copies")
+    )
     assert done["node"] == nodes["gpu"].node_id
     assert done["device"] == "cpu"  # placed by the (fake) GPU resource; no CUDA here
     cache = WindowCache.open(reference.path)
@@ -141,9 +153,14 @@ def test_encoding_runs_on_the_gpu_node_and_equals_single_process_features(
     torch.set_num_threads(1)  # as in Ray's worker processes: the same summation order
     try:
         every = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
-        expected = build_feature_cache(load_encoder(cfg, tuple(cache.channels)), every,
-                                       tmp_path / "single", key=cache.key, batch_size=256,
-                                       progress=False)  # fmt: skip
+        expected = build_feature_cache(
+            load_encoder(cfg, tuple(cache.channels)),
+            every,
+            tmp_path / "single",
+            key=cache.key,
+            batch_size=256,
+            progress=False,
+        )
     finally:
         torch.set_num_threads(threads)
     assert Path(done["path"]).name == expected.name
@@ -173,8 +190,9 @@ def test_a_worker_lost_mid_prepare_changes_nothing(cluster, corpus, reference, t
     outcome = {}
 
     def build():
-        outcome["result"] = build_window_cache(CFG, corpus, out, runner=runner,
-                                               progress=False, verbose=False)  # fmt: skip
+        outcome["result"] = build_window_cache(
+            CFG, corpus, out, runner=runner, progress=False, verbose=False
+        )
 
     thread = threading.Thread(target=build)
     thread.start()
@@ -192,8 +210,9 @@ def test_a_worker_lost_mid_prepare_changes_nothing(cluster, corpus, reference, t
     assert extra.node_id in writers and writers - {extra.node_id}  # the others finished it
     result = outcome["result"]
     assert_same_cache(result.path, reference)
-    visible = sorted(p.name for p in (Path(result.path) / "shards").iterdir()
-                     if not p.name.startswith("."))  # fmt: skip
+    visible = sorted(
+        p.name for p in (Path(result.path) / "shards").iterdir() if not p.name.startswith(".")
+    )
     assert visible == sorted(p.name for p in (reference.path / "shards").iterdir())
 
 
@@ -207,8 +226,10 @@ def hold_cpu(node, started: Path, release: Path):
             time.sleep(0.05)
 
     strategy = NodeAffinitySchedulingStrategy(node.node_id, soft=False)
-    return ray.remote(wait).options(num_cpus=1, scheduling_strategy=strategy).remote(
-        str(started), str(release)
+    return (
+        ray.remote(wait)
+        .options(num_cpus=1, scheduling_strategy=strategy)
+        .remote(str(started), str(release))
     )
 
 
@@ -232,8 +253,9 @@ def test_a_bad_file_on_a_worker_is_rejected_and_uri_storage_is_copied_once(
     (folder / "zzgarbag_s001_t000.edf").write_bytes(np.random.default_rng(0).bytes(3000))
     store = f"file://{tmp_path / 'bucket'}"  # an object-store URI, through pyarrow
     runner = ray_runner()
-    result = build_window_cache(CFG, bad_corpus, store, runner=runner, progress=False,
-                                verbose=False)  # fmt: skip
+    result = build_window_cache(
+        CFG, bad_corpus, store, runner=runner, progress=False, verbose=False
+    )
     assert isinstance(result.path, str) and result.path.startswith("file://")
     bad = [r for r in runner.results if r["recording"] == "zzgarbag_s001_t000"]
     assert [r["status"] for r in bad] == ["unreadable EDF"]
@@ -266,14 +288,17 @@ def test_a_copy_from_storage_refuses_an_incomplete_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_data_cli_decodes_on_the_cluster_at_address(cluster, corpus, reference, tmp_path,
-                                                         capsys):  # fmt: skip
+def test_the_data_cli_decodes_on_the_cluster_at_address(
+    cluster, corpus, reference, tmp_path, capsys
+):
     from tune_eegpt.data.__main__ import main
 
     c, _ = cluster
     out = tmp_path / "out"
-    assert main(["prepare", "--data-root", str(corpus), "--out", str(out),
-                 "--address", c.address]) == 0  # fmt: skip
+    assert (
+        main(["prepare", "--data-root", str(corpus), "--out", str(out), "--address", c.address])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert printed.strip().splitlines()[-1] == str(out / reference.key)
     assert "as Ray tasks" in printed

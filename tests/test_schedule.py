@@ -77,10 +77,23 @@ def test_warmup_ending_before_first_step_is_refused():
 def test_schedule_cli_without_config(tmp_path, capsys):
     csv_path, png = tmp_path / "lr.csv", tmp_path / "lr.png"
     code = schedule_cli.main(
-        ["--max-lr", "3e-3", "--pct-start", "0.1", "--accum-steps", "4",
-         "--batches-per-epoch", "2900", "--epochs", "20", "--csv", str(csv_path),
-         "--plot", str(png)]
-    )  # fmt: skip
+        [
+            "--max-lr",
+            "3e-3",
+            "--pct-start",
+            "0.1",
+            "--accum-steps",
+            "4",
+            "--batches-per-epoch",
+            "2900",
+            "--epochs",
+            "20",
+            "--csv",
+            str(csv_path),
+            "--plot",
+            str(png),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "steps per epoch     725" in out

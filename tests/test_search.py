@@ -48,13 +48,33 @@ def trial_rows(experiment):
 def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, base, tmp_path):
     folder, config = base
     space = write_space(
-        tmp_path, "s",
-        {"max_lr": {"distribution": "loguniform", "low": 1e-4, "high": 3e-2},
-         "pct_start": {"distribution": "uniform", "low": 0.3, "high": 0.5}},
-    )  # fmt: skip
-    code = run(["--config", str(config), "--space", str(space), "--num-samples", "8",
-                "--max-concurrent", "1", "--grace-period", "1", "--reduction-factor", "2",
-                "--storage", str(tmp_path), "--name", "small"])  # fmt: skip
+        tmp_path,
+        "s",
+        {
+            "max_lr": {"distribution": "loguniform", "low": 1e-4, "high": 3e-2},
+            "pct_start": {"distribution": "uniform", "low": 0.3, "high": 0.5},
+        },
+    )
+    code = run(
+        [
+            "--config",
+            str(config),
+            "--space",
+            str(space),
+            "--num-samples",
+            "8",
+            "--max-concurrent",
+            "1",
+            "--grace-period",
+            "1",
+            "--reduction-factor",
+            "2",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "small",
+        ]
+    )
     assert code == 0
     experiment = tmp_path / "small"
     rows = trial_rows(experiment)
@@ -79,8 +99,16 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, ba
 def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, base, tmp_path):
     folder, config = base
     space = write_space(tmp_path, "one", {"max_lr": {"distribution": "choice", "values": [3e-3]}})
-    args = ["--config", str(config), "--space", str(space), "--num-samples", "1",
-            "--storage", str(tmp_path)]  # fmt: skip
+    args = [
+        "--config",
+        str(config),
+        "--space",
+        str(space),
+        "--num-samples",
+        "1",
+        "--storage",
+        str(tmp_path),
+    ]
     assert run(args + ["--name", "clean"]) == 0
     marker = tmp_path / "crashed-once"
     assert run(args + ["--name", "crash"], trainable=crash_once(marker, epoch=2)) == 0
@@ -101,8 +129,22 @@ def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_p
     space = write_space(
         tmp_path, "div", {"max_lr": {"distribution": "choice", "values": [1e20, 3e-3]}}
     )
-    code = run(["--config", str(config), "--space", str(space), "--num-samples", "3",
-                "--max-concurrent", "1", "--storage", str(tmp_path), "--name", "div"])  # fmt: skip
+    code = run(
+        [
+            "--config",
+            str(config),
+            "--space",
+            str(space),
+            "--num-samples",
+            "3",
+            "--max-concurrent",
+            "1",
+            "--storage",
+            str(tmp_path),
+            "--name",
+            "div",
+        ]
+    )
     assert code == 0
     last = [r[-1] for r in trial_rows(tmp_path / "div").values()]
     diverged = [r for r in last if r["diverged"]]
@@ -121,11 +163,30 @@ def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_p
 @pytest.mark.slow
 def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, base, tmp_path):
     folder, config = base
-    space = write_space(tmp_path, "k", {"max_lr": {"distribution": "loguniform",
-                                                   "low": 1e-3, "high": 1e-2}})  # fmt: skip
-    cmd = [sys.executable, "-m", "tune_eegpt.search", "--config", str(config), "--space",
-           str(space), "--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4",
-           "--storage", str(tmp_path), "--name", "k", "--address", ray_cluster]  # fmt: skip
+    space = write_space(
+        tmp_path, "k", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "tune_eegpt.search",
+        "--config",
+        str(config),
+        "--space",
+        str(space),
+        "--num-samples",
+        "6",
+        "--max-concurrent",
+        "1",
+        "--grace-period",
+        "4",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "k",
+        "--address",
+        ray_cluster,
+    ]
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = tmp_path / "k"
     deadline = time.time() + 180
@@ -157,9 +218,22 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
 
 
 def search_command(config, space, storage, name, address, *extra):
-    return [sys.executable, "-m", "tune_eegpt.search", "--config", str(config), "--space",
-            str(space), "--storage", str(storage), "--name", name, "--address", address,
-            *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "tune_eegpt.search",
+        "--config",
+        str(config),
+        "--space",
+        str(space),
+        "--storage",
+        str(storage),
+        "--name",
+        name,
+        "--address",
+        address,
+        *extra,
+    ]
 
 
 def plain_user_env(tmp_path):
@@ -167,24 +241,36 @@ def plain_user_env(tmp_path):
     token notice), and a HOME of its own for the token Ray writes."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     env["HOME"] = str(tmp_path / "home")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                         env.get("PYTHONPATH", "")])  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+    )
     return env
 
 
-QUIET = ("Token authentication", "ExperimentalWarning", "Tuner.restore", "Traceback",
-         "AttributeError")  # fmt: skip
+QUIET = (
+    "Token authentication",
+    "ExperimentalWarning",
+    "Tuner.restore",
+    "Traceback",
+    "AttributeError",
+)
 
 
 @pytest.mark.slow
 def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base, tmp_path):
     folder, config = base
-    space = write_space(tmp_path, "c", {"max_lr": {"distribution": "loguniform",
-                                                   "low": 1e-3, "high": 1e-2}})  # fmt: skip
+    space = write_space(
+        tmp_path, "c", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
+    )
     flags = ["--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4"]
     cmd = search_command(config, space, tmp_path, "ctrlc", ray_cluster, *flags)
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=plain_user_env(tmp_path))  # fmt: skip
+    driver = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=plain_user_env(tmp_path),
+    )
     experiment = tmp_path / "ctrlc"
     deadline = time.time() + 180
     while time.time() < deadline and not any(trial_rows(experiment).values()):
@@ -201,8 +287,11 @@ def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base
     # not ended: Tune still lists it as running and it has not reported its last epoch (a
     # trial that reported schedule_done just before Ctrl-C has finished, whatever Tune says)
     trials = ExperimentAnalysis(str(experiment)).trials
-    running = sum(t.status in ("RUNNING", "PENDING", "PAUSED")
-                  and not (t.last_result or {}).get("schedule_done") for t in trials)  # fmt: skip
+    running = sum(
+        t.status in ("RUNNING", "PENDING", "PAUSED")
+        and not (t.last_result or {}).get("schedule_done")
+        for t in trials
+    )
     assert running >= 1
     summary = next(line for line in out.splitlines() if line.startswith("trials: "))
     assert summary.endswith(f", crashed 0, interrupted {running}"), summary
@@ -212,11 +301,15 @@ def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base
 @pytest.mark.slow
 def test_ctrl_c_before_the_trials_start_is_one_clear_line(ray_cluster, base, tmp_path):
     folder, config = base
-    space = write_space(tmp_path, "e", {"max_lr": {"distribution": "choice",
-                                                   "values": [3e-3]}})  # fmt: skip
+    space = write_space(tmp_path, "e", {"max_lr": {"distribution": "choice", "values": [3e-3]}})
     cmd = search_command(config, space, tmp_path, "early", ray_cluster, "--num-samples", "1")
-    driver = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=plain_user_env(tmp_path))  # fmt: skip
+    driver = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=plain_user_env(tmp_path),
+    )
     first = ""  # Ray's own "Connecting to existing Ray cluster" line comes first
     while not first.splitlines()[-1:] or not first.splitlines()[-1].startswith("preparing data"):
         line = driver.stdout.readline()

@@ -70,18 +70,21 @@ def test_the_unedited_paper_config_says_what_to_fill_in(cache, capsys):
 
 
 def test_space_value_the_config_rejects_is_found_before_the_search(tmp_path, cache, capsys):
-    space = write_space(tmp_path, "bad", {"max_lr": {"distribution": "choice",
-                                                     "values": [0.0, 1e-3]}})  # fmt: skip
+    space = write_space(
+        tmp_path, "bad", {"max_lr": {"distribution": "choice", "values": [0.0, 1e-3]}}
+    )
     assert run_search(["--space", str(space)], cache) == 2
     line = error_line(capsys)
-    assert line.startswith("error: space bad: a trial could get max_lr=0.0, which the run "
-                           "config rejects: ")  # fmt: skip
+    assert line.startswith(
+        "error: space bad: a trial could get max_lr=0.0, which the run config rejects: "
+    )
     assert "schedule.max_lr" in line
 
 
 def test_space_range_end_the_config_rejects(tmp_path, cache, capsys):
-    space = write_space(tmp_path, "wide", {"pct_start": {"distribution": "uniform",
-                                                         "low": 0.1, "high": 1.0}})  # fmt: skip
+    space = write_space(
+        tmp_path, "wide", {"pct_start": {"distribution": "uniform", "low": 0.1, "high": 1.0}}
+    )
     assert run_search(["--space", str(space)], cache) == 2
     assert "a trial could get pct_start=1.0" in error_line(capsys)
 
@@ -107,8 +110,16 @@ def test_abbreviated_flags_are_refused(capsys):
 
 def test_every_argument_parser_in_the_repository_refuses_abbreviations():
     missing = []
-    folders = ("tune_eegpt", "trainables", "search_spaces", "analysis", "benchmarks",
-               "cluster", "scripts", "tests")  # fmt: skip
+    folders = (
+        "tune_eegpt",
+        "trainables",
+        "search_spaces",
+        "analysis",
+        "benchmarks",
+        "cluster",
+        "scripts",
+        "tests",
+    )
     paths = [p for folder in folders for p in (ROOT / folder).rglob("*.py")]
     assert len(paths) > 40
     for path in paths:
@@ -137,8 +148,12 @@ def outcome(trial_id, auroc, ended):
 
 
 def test_summary_counts_end_states_and_names_the_next_step():
-    outcomes = [outcome("a", 0.9, "finished"), outcome("b", 0.7, "stopped"),
-                outcome("c", 0.5, "diverged"), outcome("d", float("nan"), "crashed")]  # fmt: skip
+    outcomes = [
+        outcome("a", 0.9, "finished"),
+        outcome("b", 0.7, "stopped"),
+        outcome("c", 0.5, "diverged"),
+        outcome("d", float("nan"), "crashed"),
+    ]
     lines = search_summary_lines(outcomes, 0.869, 12.0, "/runs/x", ["max_lr"])
     assert lines[0] == "trials: 4  finished 1, stopped by ASHA 1, diverged 1, crashed 1"
     assert lines[1] == "best trial: a  val_auroc 0.9000 (clears the threshold 0.869)"
@@ -146,8 +161,11 @@ def test_summary_counts_end_states_and_names_the_next_step():
 
 
 def test_interrupted_summary_reports_running_trials_as_interrupted():
-    outcomes = [outcome("a", 0.8, "finished"), outcome("b", 0.7, "running"),
-                outcome("c", float("nan"), "running")]  # fmt: skip
+    outcomes = [
+        outcome("a", 0.8, "finished"),
+        outcome("b", 0.7, "running"),
+        outcome("c", float("nan"), "running"),
+    ]
     lines = search_summary_lines(outcomes, 0.869, 3.0, "/runs/x", ["max_lr"], interrupted=True)
     assert lines[0] == (
         "trials: 3  finished 1, stopped by ASHA 0, diverged 0, crashed 0, interrupted 2"
@@ -176,8 +194,10 @@ def test_confirm_help_shows_the_defaults(capsys):
 def test_data_root_with_no_usable_recording_is_one_line(tmp_path, capsys):
     """Found while the window cache is built (each file must be read, as Ray tasks): one line."""
     root = tmp_path / "edf"
-    for rel in ("train/normal/01_tcp_ar/aaaaaaaa_s001_t000.edf",
-                "eval/abnormal/01_tcp_ar/aaaaaaab_s001_t000.edf"):  # fmt: skip
+    for rel in (
+        "train/normal/01_tcp_ar/aaaaaaaa_s001_t000.edf",
+        "eval/abnormal/01_tcp_ar/aaaaaaab_s001_t000.edf",
+    ):
         (root / rel).parent.mkdir(parents=True)
         (root / rel).write_bytes(b"not an EDF file")
     code = search.main(["--data-root", str(root), "--cache-dir", str(tmp_path / "cache")])

@@ -21,8 +21,7 @@ def searcher() -> PrunedAwareOptunaSearch:
 
 
 def report(epoch: int, auroc: float, **flags) -> dict:
-    return {"epoch": float(epoch), "val_auroc": auroc, "diverged": 0, "schedule_done": 0,
-            **flags}  # fmt: skip
+    return {"epoch": float(epoch), "val_auroc": auroc, "diverged": 0, "schedule_done": 0, **flags}
 
 
 def frozen(s: PrunedAwareOptunaSearch, number: int):
@@ -84,8 +83,9 @@ def test_restarted_trial_does_not_record_a_step_twice():
 
 def test_plain_optuna_search_would_call_a_stopped_trial_complete():
     """Why the subclass exists: Ray's own searcher records the stopped trial as COMPLETE."""
-    plain = OptunaSearch(space=SPACE, metric="val_auroc",
-                         mode="max", sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
+    plain = OptunaSearch(
+        space=SPACE, metric="val_auroc", mode="max", sampler=optuna.samplers.RandomSampler(seed=0)
+    )
     plain.suggest("a")
     plain.on_trial_complete("a", report(2, 0.64))
     assert plain._ot_study.get_trials()[0].state == TrialState.COMPLETE

@@ -12,15 +12,22 @@ def test_shipped_spaces_load():
     assert paper.params["max_lr"] == FloatDistribution(1e-5, 1e-1, log=True)
     assert paper.params["accum_steps"] == CategoricalDistribution([1, 2, 4, 8])
     assert paper.fixed == {"batch_size": 64}
-    assert set(load_space("wide").params) >= {"weight_decay", "batch_size", "dropout",
-                                              "div_factor", "final_div_factor"}  # fmt: skip
+    assert set(load_space("wide").params) >= {
+        "weight_decay",
+        "batch_size",
+        "dropout",
+        "div_factor",
+        "final_div_factor",
+    }
 
 
 def test_start_point_is_the_base_config_when_inside_the_space():
     cfg = RunConfig().with_overrides({"max_lr": 4e-4, "pct_start": 0.2})
     assert load_space("paper").start_point(cfg) == {
-        "max_lr": 4e-4, "pct_start": 0.2, "accum_steps": 1
-    }  # fmt: skip
+        "max_lr": 4e-4,
+        "pct_start": 0.2,
+        "accum_steps": 1,
+    }
     outside = cfg.with_overrides({"accum_steps": 3})
     assert load_space("paper").start_point(outside) == {}
 
@@ -28,22 +35,43 @@ def test_start_point_is_the_base_config_when_inside_the_space():
 @pytest.mark.parametrize(
     "params, fixed, message",
     [
-        ({"max_lr": {"distribution": "gaussian", "low": 1, "high": 2}}, {},
-         "parameter 'max_lr': unknown distribution 'gaussian'"),
-        ({"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.1}}, {},
-         "parameter 'max_lr': low (0.1) must be below high (0.1)"),
-        ({"max_lr": {"distribution": "loguniform", "low": 0, "high": 0.1}}, {},
-         "parameter 'max_lr': a log range must lie above 0, got low=0"),
-        ({"accum_steps": {"distribution": "choice", "values": []}}, {},
-         "parameter 'accum_steps': 'choice' needs a non-empty list 'values'"),
-        ({"learning_rate": {"distribution": "uniform", "low": 0, "high": 1}}, {},
-         "parameter 'learning_rate': unknown config field 'learning_rate'"),
-        ({"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.2}}, {"max_lr": 0.1},
-         "'max_lr' is both searched and fixed"),
-        ({"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.2}}, {"epochs": 0},
-         "train.epochs=0 is not allowed"),
+        (
+            {"max_lr": {"distribution": "gaussian", "low": 1, "high": 2}},
+            {},
+            "parameter 'max_lr': unknown distribution 'gaussian'",
+        ),
+        (
+            {"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.1}},
+            {},
+            "parameter 'max_lr': low (0.1) must be below high (0.1)",
+        ),
+        (
+            {"max_lr": {"distribution": "loguniform", "low": 0, "high": 0.1}},
+            {},
+            "parameter 'max_lr': a log range must lie above 0, got low=0",
+        ),
+        (
+            {"accum_steps": {"distribution": "choice", "values": []}},
+            {},
+            "parameter 'accum_steps': 'choice' needs a non-empty list 'values'",
+        ),
+        (
+            {"learning_rate": {"distribution": "uniform", "low": 0, "high": 1}},
+            {},
+            "parameter 'learning_rate': unknown config field 'learning_rate'",
+        ),
+        (
+            {"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.2}},
+            {"max_lr": 0.1},
+            "'max_lr' is both searched and fixed",
+        ),
+        (
+            {"max_lr": {"distribution": "uniform", "low": 0.1, "high": 0.2}},
+            {"epochs": 0},
+            "train.epochs=0 is not allowed",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_space_files_name_the_parameter(tmp_path, params, fixed, message):
     path = write_space(tmp_path, "bad", params, fixed)
     with pytest.raises(SearchSpaceError) as info:

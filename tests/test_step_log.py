@@ -16,8 +16,9 @@ from tune_eegpt.training.checkpoint import checkpoint_name
 from tune_eegpt.training.step_log import read_steps_csv
 
 TESTS = Path(__file__).parent
-SETTINGS = dict(n=64, batch_size=8, accum_steps=1, epochs=4, checkpoint_every_steps=5,
-                keep_checkpoints=20)
+SETTINGS = dict(
+    n=64, batch_size=8, accum_steps=1, epochs=4, checkpoint_every_steps=5, keep_checkpoints=20
+)
 
 
 def finish(trainer) -> None:

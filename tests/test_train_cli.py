@@ -29,8 +29,10 @@ def test_train_cli_runs_checkpoints_and_resumes(tiny_base, tmp_path, capsys):
     last = load_checkpoint_file(checkpoints[-1])
     assert last["epoch"] == 4 and last["global_step"] == last["total_steps"]
     # resuming a finished run trains nothing more and says where it stands
-    assert train.main(["--config", str(config), "--out", str(out),
-                       "--resume", str(checkpoints[-2])]) == 0  # fmt: skip
+    assert (
+        train.main(["--config", str(config), "--out", str(out), "--resume", str(checkpoints[-2])])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "epoch 3, global_step" in printed
     assert "epoch 4/4" in printed and "epoch 1/4" not in printed

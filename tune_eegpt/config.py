@@ -21,9 +21,26 @@ from typing import Any, Literal
 import yaml
 
 STANDARD_10_20 = (
-    "FP1", "FP2", "F7", "F3", "FZ", "F4", "F8", "T7", "C3", "CZ",
-    "C4", "T8", "P7", "P3", "PZ", "P4", "P8", "O1", "O2",
-)  # fmt: skip
+    "FP1",
+    "FP2",
+    "F7",
+    "F3",
+    "FZ",
+    "F4",
+    "F8",
+    "T7",
+    "C3",
+    "CZ",
+    "C4",
+    "T8",
+    "P7",
+    "P3",
+    "PZ",
+    "P4",
+    "P8",
+    "O1",
+    "O2",
+)
 
 
 class ConfigError(ValueError):
@@ -302,9 +319,9 @@ def require_real_inputs(cfg: RunConfig, source: str = "config") -> None:
     if model.checkpoint is None:
         missing.append("model.checkpoint (the EEGPT weights, eegpt_mcae_58chs_4s_large4E.ckpt)")
     if missing:
-        stand_ins = ["untrained"] * (model.checkpoint is None) + [
-            "on the synthetic corpus"
-        ] * (data.data_root is None)
+        stand_ins = ["untrained"] * (model.checkpoint is None) + ["on the synthetic corpus"] * (
+            data.data_root is None
+        )
         raise ConfigError(
             f"{source}: the large encoder needs real inputs; fill in {' and '.join(missing)}, "
             f"or set model.random_large_encoder: true to run it {' and '.join(stand_ins)}"

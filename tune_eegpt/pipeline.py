@@ -82,8 +82,7 @@ def prepare_data(
         feature_path = None
         if uses_feature_cache(cfg):
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            feature_path = prepare_features(cfg, str(window_dir), device=device,
-                                            progress=progress)  # fmt: skip
+            feature_path = prepare_features(cfg, str(window_dir), device=device, progress=progress)
     return PreparedData(str(window_dir), str(feature_path) if feature_path else None)
 
 
@@ -106,8 +105,9 @@ def prepare_features(
     """Stage 2: the frozen encoder over every window of ``window_cache`` into
     ``<cache_dir>/features/`` (bf16 autocast on CUDA). A URI cache is read from a local
     copy and the feature file is uploaded whole when done. Returns its path or URI."""
-    windows = local_copy(window_cache, Path(local_copies).expanduser() / "windows"
-                         / _last_part(window_cache))  # fmt: skip
+    windows = local_copy(
+        window_cache, Path(local_copies).expanduser() / "windows" / _last_part(window_cache)
+    )
     cache = open_window_cache(str(windows), cfg.data.split_seed, cfg.data.val_fraction)
     encoder = load_encoder(cfg, tuple(cache.channels))
     all_windows = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
@@ -116,8 +116,15 @@ def prepare_features(
     expected = feature_cache_path(local_out, encoder_weights_hash(encoder), cache.key, "float16")
     if not target.is_local and target.child(expected.name).exists():
         return str(target.child(expected.name))
-    path = build_feature_cache(encoder, all_windows, local_out, key=cache.key,
-                               batch_size=batch_size, progress=progress, device=device)  # fmt: skip
+    path = build_feature_cache(
+        encoder,
+        all_windows,
+        local_out,
+        key=cache.key,
+        batch_size=batch_size,
+        progress=progress,
+        device=device,
+    )
     if target.is_local:
         return str(path)
     target.make_dir()

@@ -56,8 +56,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if address and address != "local":
         ray.init(address=address, configure_logging=False)
     else:
-        ray.init(address="local" if address else None, num_cpus=num_cpus or os.cpu_count(),
-                 include_dashboard=False, configure_logging=False)  # fmt: skip
+        ray.init(
+            address="local" if address else None,
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            configure_logging=False,
+        )
     return True
 
 
@@ -83,15 +87,17 @@ def ray_runner(max_retries: int = DECODE_RETRIES) -> TaskRunner:
         settings_ref = ray.put(settings)
         pending = [task.remote(row, settings_ref, shard_dir) for row in todo]
         windows, started = 0, time.perf_counter()
-        with tqdm(total=len(todo), desc="EDF -> windows (Ray)", unit="rec",
-                  disable=not progress) as bar:  # fmt: skip
+        with tqdm(
+            total=len(todo), desc="EDF -> windows (Ray)", unit="rec", disable=not progress
+        ) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=min(len(pending), 16), timeout=1.0)
                 for row_result in ray.get(done):  # a crashed task (a bug) surfaces here
                     run.results.append(row_result)
                     windows += row_result["windows"]
-                bar.set_postfix_str(f"{windows / (time.perf_counter() - started):.0f} windows/s",
-                                    refresh=False)  # fmt: skip
+                bar.set_postfix_str(
+                    f"{windows / (time.perf_counter() - started):.0f} windows/s", refresh=False
+                )
                 bar.update(len(done))
 
     run.results = []
@@ -106,8 +112,13 @@ class FeatureEncoder:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        path = prepare_features(RunConfig.from_dict(cfg), window_cache, device=device,
-                                local_copies=local_copies, batch_size=256)  # fmt: skip
+        path = prepare_features(
+            RunConfig.from_dict(cfg),
+            window_cache,
+            device=device,
+            local_copies=local_copies,
+            batch_size=256,
+        )
         return {"path": path, "device": device, "node": ray.get_runtime_context().get_node_id()}
 
 
@@ -134,9 +145,11 @@ def prepare_on_ray(
 
 
 def encode_on_ray(
-    cfg: RunConfig, window_cache: str, progress: bool = True,
+    cfg: RunConfig,
+    window_cache: str,
+    progress: bool = True,
     local_copies: str = DEFAULT_LOCAL_COPIES,
-) -> dict:  # fmt: skip
+) -> dict:
     """Stage 2. Where it runs: an actor holding one GPU when the cluster has one; an actor
     on any node's CPU on a cluster without GPUs; in this process for local Ray without a
     GPU (no process to start). Returns {"path", "device", "node"}."""
@@ -172,10 +185,14 @@ def _check_shared(folder: str) -> None:
     probe = Path(folder) / f".probe-{os.getpid()}-{time.time_ns()}"
     probe.write_text("probe")
     try:
-        seen = ray.get([
-            ray.remote(os.path.exists).options(num_cpus=0, scheduling_strategy="SPREAD")
-            .remote(str(probe)) for _ in ray.nodes()
-        ])  # fmt: skip
+        seen = ray.get(
+            [
+                ray.remote(os.path.exists)
+                .options(num_cpus=0, scheduling_strategy="SPREAD")
+                .remote(str(probe))
+                for _ in ray.nodes()
+            ]
+        )
     finally:
         probe.unlink(missing_ok=True)
     if not all(seen):

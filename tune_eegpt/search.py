@@ -187,8 +187,11 @@ def base_run_config(args: argparse.Namespace) -> RunConfig:
     if args.data_root is not None:
         overrides["data_root"] = str(Path(args.data_root).expanduser().resolve())
     if args.cache_dir is not None:
-        overrides["cache_dir"] = (args.cache_dir if "://" in args.cache_dir
-                                  else str(Path(args.cache_dir).expanduser().resolve()))
+        overrides["cache_dir"] = (
+            args.cache_dir
+            if "://" in args.cache_dir
+            else str(Path(args.cache_dir).expanduser().resolve())
+        )
     if args.checkpoint is not None:
         overrides["checkpoint"] = str(Path(args.checkpoint).expanduser().resolve())
         overrides["encoder"] = "large"
@@ -337,11 +340,13 @@ def run_search(
     with interrupt:
         if args.resume:
             print(f"resuming {experiment}", flush=True)
-            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
-                                       resume_errored=True)  # fmt: skip
+            tuner = tune.Tuner.restore(
+                experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
         else:
-            tuner, study = build_tuner(args, cfg, space, trainable, storage, name,
-                                       max_concurrent, callbacks)  # fmt: skip
+            tuner, study = build_tuner(
+                args, cfg, space, trainable, storage, name, max_concurrent, callbacks
+            )
             write_search_info(experiment, args, cfg, space)
         tuner.fit()
     phases.lap("trials")
@@ -350,8 +355,9 @@ def run_search(
 
     outcomes = trial_outcomes(tune.ExperimentAnalysis(experiment).trials, list(space.params))
     interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
-    for line in search_summary_lines(outcomes, args.threshold, phases.total(), experiment,
-                                     list(space.params), interrupted):  # fmt: skip
+    for line in search_summary_lines(
+        outcomes, args.threshold, phases.total(), experiment, list(space.params), interrupted
+    ):
         print(line)
     print(f"time: {phases}")
     if interrupted:
@@ -405,6 +411,7 @@ class InterruptNotice(logging.Filter):
     def __exit__(self, *exc: object) -> None:
         for name in self.LOGGERS:
             logging.getLogger(name).removeFilter(self)
+
 
 class PhaseTimer:
     """Wall time per phase of the search, for the closing summary."""
@@ -480,8 +487,12 @@ def build_tuner(
         trainable,
         param_space=dict(space.fixed),
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, search_alg=searcher, scheduler=scheduler,
-            num_samples=args.num_samples, reuse_actors=True,
+            metric=METRIC,
+            mode=MODE,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=args.num_samples,
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -501,7 +512,7 @@ def build_tuner(
             progress_reporter=reporter,
             verbose=1,
         ),
-    )  # fmt: skip
+    )
     return tuner, study
 
 

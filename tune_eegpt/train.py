@@ -105,8 +105,7 @@ def _check_inputs(args: argparse.Namespace) -> tuple[RunConfig, Path, Resume | N
                 for k in cfg.outcome_differences(theirs)
             )
             raise CheckpointError(
-                f"--resume {ckpt} was made under a different config; differing fields: "
-                f"{differing}"
+                f"--resume {ckpt} was made under a different config; differing fields: {differing}"
             )
         resume = ckpt, state
     elif held:

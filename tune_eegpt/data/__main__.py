@@ -59,9 +59,11 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     path = Path(args.dir).expanduser()
-    candidates = [path] if (path / MANIFEST).is_file() else sorted(
-        p for p in path.glob("*") if (p / MANIFEST).is_file()
-    )  # fmt: skip
+    candidates = (
+        [path]
+        if (path / MANIFEST).is_file()
+        else sorted(p for p in path.glob("*") if (p / MANIFEST).is_file())
+    )
     if not candidates:
         raise FileNotFoundError(f"no complete window cache at or directly under {path}")
     for cache_dir in candidates:
@@ -88,17 +90,27 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
-    prepare.add_argument("--out", required=True,
-                         help="folder that holds caches, one per key: a local folder, a shared "
-                         "mount, or a URI (s3://..., gs://..., file://...)")  # fmt: skip
-    prepare.add_argument("--workers", type=int, default=default_workers(),
-                         help="parallel reader processes, or the CPUs of local Ray with "
-                         "--address local (default: %(default)s)")  # fmt: skip
-    prepare.add_argument("--address", default=None,
-                         help="decode as Ray tasks: 'auto' or HOST:PORT joins a running cluster "
-                         "(every node decodes; --data-root and --out must be reachable from all "
-                         "of them), 'local' starts Ray on this machine. Without it: a process "
-                         "pool on this machine, no Ray")  # fmt: skip
+    prepare.add_argument(
+        "--out",
+        required=True,
+        help="folder that holds caches, one per key: a local folder, a shared "
+        "mount, or a URI (s3://..., gs://..., file://...)",
+    )
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="parallel reader processes, or the CPUs of local Ray with "
+        "--address local (default: %(default)s)",
+    )
+    prepare.add_argument(
+        "--address",
+        default=None,
+        help="decode as Ray tasks: 'auto' or HOST:PORT joins a running cluster "
+        "(every node decodes; --data-root and --out must be reachable from all "
+        "of them), 'local' starts Ray on this machine. Without it: a process "
+        "pool on this machine, no Ray",
+    )
     prepare.add_argument("--config", help="run config YAML; its data section is used")
     prepare.set_defaults(run=_prepare)
 
@@ -109,12 +121,21 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     synth.add_argument("--out", required=True, help="new folder to write the corpus into")
-    synth.add_argument("--subjects", type=int, default=SyntheticSpec.subjects,
-                       help="number of subjects (default: %(default)s)")  # fmt: skip
-    synth.add_argument("--seed", type=int, default=SyntheticSpec.seed,
-                       help="generator seed (default: %(default)s)")  # fmt: skip
-    synth.add_argument("--effect", type=float, default=SyntheticSpec.effect,
-                       help="class-effect strength (calibration knob; default: %(default)s)")
+    synth.add_argument(
+        "--subjects",
+        type=int,
+        default=SyntheticSpec.subjects,
+        help="number of subjects (default: %(default)s)",
+    )
+    synth.add_argument(
+        "--seed", type=int, default=SyntheticSpec.seed, help="generator seed (default: %(default)s)"
+    )
+    synth.add_argument(
+        "--effect",
+        type=float,
+        default=SyntheticSpec.effect,
+        help="class-effect strength (calibration knob; default: %(default)s)",
+    )
     synth.set_defaults(run=_synth)
 
     info = commands.add_parser(
@@ -122,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
         help="summarise a window cache",
         description="Summarise a cache directory, or every complete cache directly under DIR.",
         allow_abbrev=False,
-    )  # fmt: skip
+    )
     info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")
     info.set_defaults(run=_info)
     return parser

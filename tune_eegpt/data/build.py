@@ -127,10 +127,11 @@ def build_window_cache(
     recordings, duplicates = _drop_duplicate_names(index.recordings)
     done = shards.names()
     todo = [
-        row for row in recordings.to_dict("records")
+        row
+        for row in recordings.to_dict("records")
         if f"{row['recording']}{SHARD_SUFFIX}" not in done
         and f"{row['recording']}{REJECTION_SUFFIX}" not in done
-    ]  # fmt: skip
+    ]
     started = time.perf_counter()
     (runner or _local_runner(workers))(todo, settings, str(shards), progress)
     elapsed = time.perf_counter() - started
@@ -159,8 +160,9 @@ def _ensure_split(cache: Location, seed: int, val_fraction: float) -> None:
         return
     split = cache.child(split_file_name(seed, val_fraction))
     if not split.exists():
-        recordings = pd.read_csv(io.BytesIO(cache.child(RECORDINGS).read_bytes()),
-                                 dtype={"subject": str})  # fmt: skip
+        recordings = pd.read_csv(
+            io.BytesIO(cache.child(RECORDINGS).read_bytes()), dtype={"subject": str}
+        )
         splits = assign_subject_splits(recordings, val_fraction, seed)
         split.write_bytes(splits.to_csv(index=False).encode())
 
@@ -179,8 +181,13 @@ def process_recording(
     target = Location(shard_dir)
     result = read_recording(row["path"], settings)
     if isinstance(result, Rejection):
-        record = {"path": row["path"], "recording": row["recording"],
-                  "reason": result.reason, "detail": result.detail, "written_by": writer}
+        record = {
+            "path": row["path"],
+            "recording": row["recording"],
+            "reason": result.reason,
+            "detail": result.detail,
+            "written_by": writer,
+        }
         target.child(f"{row['recording']}{REJECTION_SUFFIX}").write_bytes(_json_bytes(record))
         return {"status": result.reason, "windows": 0}
     stats = {
@@ -275,18 +282,37 @@ def _finish(
         if name in present:
             stats = _shard_stats(shards.child(name))
             used_rows.append(
-                {**{k: row[k] for k in ("recording", "subject", "session", "token", "split",
-                                        "label", "relpath")},
-                 "windows": stats["shape"][0], "duration_s": stats["duration_s"],
-                 "source_sfreq": stats["source_sfreq"],
-                 **{f"dropped_{k}": v for k, v in stats["rejected_windows"].items()}}
-            )  # fmt: skip
+                {
+                    **{
+                        k: row[k]
+                        for k in (
+                            "recording",
+                            "subject",
+                            "session",
+                            "token",
+                            "split",
+                            "label",
+                            "relpath",
+                        )
+                    },
+                    "windows": stats["shape"][0],
+                    "duration_s": stats["duration_s"],
+                    "source_sfreq": stats["source_sfreq"],
+                    **{f"dropped_{k}": v for k, v in stats["rejected_windows"].items()},
+                }
+            )
         else:
             record = json.loads(shards.child(f"{row['recording']}{REJECTION_SUFFIX}").read_bytes())
             rejected_rows.append(record)
     for row in duplicates.to_dict("records"):
-        rejected_rows.append({"path": row["path"], "recording": row["recording"],
-                              "reason": DUPLICATE, "detail": "an earlier file has this name"})
+        rejected_rows.append(
+            {
+                "path": row["path"],
+                "recording": row["recording"],
+                "reason": DUPLICATE,
+                "detail": "an earlier file has this name",
+            }
+        )
     rejected = pd.DataFrame(rejected_rows, columns=["path", "recording", "reason", "detail"])
     cache.child(REJECTED).write_bytes(rejected.to_csv(index=False).encode())
     if not used_rows:
@@ -303,13 +329,18 @@ def _finish(
     splits = read_splits(io.BytesIO(split_file.read_bytes()))
     with_split = used.merge(
         splits[["subject", "source_split", "split"]].rename(columns={"split": "fold"}),
-        left_on=["subject", "split"], right_on=["subject", "source_split"], how="left",
+        left_on=["subject", "split"],
+        right_on=["subject", "source_split"],
+        how="left",
     )
     by_fold = with_split.groupby(["fold", "label"])["windows"].sum()
     by_fold_subjects = with_split.groupby("fold")["subject"].nunique()
 
-    dropped = {c.removeprefix("dropped_"): int(used[c].sum())
-               for c in used.columns if c.startswith("dropped_")}  # fmt: skip
+    dropped = {
+        c.removeprefix("dropped_"): int(used[c].sum())
+        for c in used.columns
+        if c.startswith("dropped_")
+    }
     windows_by = used.groupby(["split", "label"])["windows"].sum()
     both = set(used.loc[used.split == "train", "subject"]) & set(
         used.loc[used.split == "eval", "subject"]
@@ -333,10 +364,12 @@ def _finish(
             "ignored": len(index.ignored),
         },
         "ignored_examples": index.ignored[:20],
-        "windows_by_source_split_label": {f"{s}/{LABEL_NAMES[lab]}": int(n)
-                                          for (s, lab), n in windows_by.items()},  # fmt: skip
-        "windows_by_split_label": {f"{s}/{LABEL_NAMES[lab]}": int(n)
-                                   for (s, lab), n in by_fold.items()},  # fmt: skip
+        "windows_by_source_split_label": {
+            f"{s}/{LABEL_NAMES[lab]}": int(n) for (s, lab), n in windows_by.items()
+        },
+        "windows_by_split_label": {
+            f"{s}/{LABEL_NAMES[lab]}": int(n) for (s, lab), n in by_fold.items()
+        },
         "subjects_by_split": {s: int(n) for s, n in by_fold_subjects.items()},
         "dropped_windows": dropped,
         "hours_read": round(float(used["duration_s"].sum()) / 3600, 4),

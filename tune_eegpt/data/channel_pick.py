@@ -7,9 +7,7 @@ from collections.abc import Sequence
 from tune_eegpt.channel_names import canonical_channel_name
 
 
-def match_channels(
-    labels: Sequence[str], wanted: Sequence[str]
-) -> tuple[list[str], list[str]]:
+def match_channels(labels: Sequence[str], wanted: Sequence[str]) -> tuple[list[str], list[str]]:
     """Returns ``(source_labels, missing)``: for each wanted channel (in the wanted order)
     the recording's label that spells it, and the wanted channels no label spells.
 

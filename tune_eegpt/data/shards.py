@@ -80,9 +80,11 @@ class MappedShard:
         values = column.chunk(0).values  # the flat (n*C*T,) child array
         dtype = np.dtype(self.metadata["dtype"])
         self.windows = np.frombuffer(
-            values.buffers()[1], dtype=dtype, count=n * n_channels * n_times,
+            values.buffers()[1],
+            dtype=dtype,
+            count=n * n_channels * n_times,
             offset=values.offset * dtype.itemsize,
-        ).reshape(n, n_channels, n_times)  # fmt: skip
+        ).reshape(n, n_channels, n_times)
 
     def __len__(self) -> int:
         return len(self.windows)

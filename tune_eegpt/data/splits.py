@@ -21,9 +21,7 @@ def split_file_name(seed: int, val_fraction: float) -> str:
     return f"splits-seed{seed}-val{val_fraction:g}.csv"
 
 
-def assign_subject_splits(
-    recordings: pd.DataFrame, val_fraction: float, seed: int
-) -> pd.DataFrame:
+def assign_subject_splits(recordings: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
     """``recordings`` (columns subject, split in {train, eval}, label) -> one row per
     (subject, source split) with columns subject, source_split, label, split.
 

@@ -165,8 +165,11 @@ def local_copy(source: str, local_dir: str | Path) -> Path:
                 f"{source} is not a complete cache (no {MANIFEST}); prepare it first"
             )
         manifest = json.loads(remote.child(MANIFEST).read_bytes())
-        missing = [e["recording"] for e in manifest.get("shards", [])
-                   if f"shards/{e['recording']}.arrow" not in sizes]  # fmt: skip
+        missing = [
+            e["recording"]
+            for e in manifest.get("shards", [])
+            if f"shards/{e['recording']}.arrow" not in sizes
+        ]
         if missing:
             raise ValueError(f"{source}: its manifest lists shards not in storage: {missing[:5]}")
         for rel, size in sorted(sizes.items()):

@@ -49,7 +49,10 @@ def format_summary(manifest: dict, cache_dir: Path | str) -> str:
         )
     if "build" in manifest:
         build = manifest["build"]
-        how = (f"with {build['workers']} worker(s)" if isinstance(build["workers"], int)
-               else f"as {build['workers']}")  # fmt: skip
+        how = (
+            f"with {build['workers']} worker(s)"
+            if isinstance(build["workers"], int)
+            else f"as {build['workers']}"
+        )
         lines.append(f"  built {build['built']} recording(s) in {build['seconds']:.1f} s {how}")
     return "\n".join(lines)

@@ -68,8 +68,9 @@ class SyntheticSpec:
             raise ValueError("need 1 <= min_duration_s <= max_duration_s")
 
     def key(self) -> str:
-        blob = json.dumps({"generator": GENERATOR_VERSION, **dataclasses.asdict(self)},
-                          sort_keys=True)  # fmt: skip
+        blob = json.dumps(
+            {"generator": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -90,12 +91,17 @@ def plan_corpus(spec: SyntheticSpec) -> pd.DataFrame:
     for i, name in enumerate(names):
         sessions = 1 + (rng.integers(1, 3) if rng.random() < spec.multi_session_fraction else 0)
         for session in range(1, sessions + 1):
-            rows.append({
-                "subject": name, "subject_index": i, "session": session,
-                "split": "eval" if in_eval[i] else "train", "abnormal": bool(abnormal[i]),
-                "sfreq": float(rng.choice(spec.sfreqs, p=spec.sfreq_weights)),
-                "duration_s": int(rng.integers(spec.min_duration_s, spec.max_duration_s + 1)),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "subject": name,
+                    "subject_index": i,
+                    "session": session,
+                    "split": "eval" if in_eval[i] else "train",
+                    "abnormal": bool(abnormal[i]),
+                    "sfreq": float(rng.choice(spec.sfreqs, p=spec.sfreq_weights)),
+                    "duration_s": int(rng.integers(spec.min_duration_s, spec.max_duration_s + 1)),
+                }
+            )
     plan = pd.DataFrame(rows)
     # Label noise: a fixed share of each split's recordings is filed under the wrong label
     # (a fixed count, not a coin per file, so that a small eval set is not hit by chance).
@@ -126,9 +132,7 @@ def write_synthetic_corpus(
     return plan
 
 
-def ensure_synthetic_corpus(
-    parent: str | Path, spec: SyntheticSpec, progress: bool = True
-) -> Path:
+def ensure_synthetic_corpus(parent: str | Path, spec: SyntheticSpec, progress: bool = True) -> Path:
     """``<parent>/<spec key>``, generated only if it is not there yet."""
     root = Path(parent).expanduser() / spec.key()
     if (root / SPEC_FILE).is_file():
@@ -145,7 +149,10 @@ def _write_into(root: Path, spec: SyntheticSpec, progress: bool) -> pd.DataFrame
     plan = plan_corpus(spec)
     traits = {}
     rows = tqdm(
-        plan.itertuples(), total=len(plan), desc="synthetic corpus", unit="file",
+        plan.itertuples(),
+        total=len(plan),
+        desc="synthetic corpus",
+        unit="file",
         disable=not progress,
     )
     for row in rows:

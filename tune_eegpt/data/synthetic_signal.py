@@ -25,13 +25,30 @@ import numpy as np
 # TUAB's 23 referential EEG electrodes (old 10-20 names) on a unit disc: x left->right,
 # y back->front.
 ELECTRODES: dict[str, tuple[float, float]] = {
-    "FP1": (-0.3, 0.95), "FP2": (0.3, 0.95), "F3": (-0.4, 0.55), "F4": (0.4, 0.55),
-    "C3": (-0.45, 0.0), "C4": (0.45, 0.0), "P3": (-0.4, -0.55), "P4": (0.4, -0.55),
-    "O1": (-0.3, -0.95), "O2": (0.3, -0.95), "F7": (-0.8, 0.6), "F8": (0.8, 0.6),
-    "T3": (-0.95, 0.0), "T4": (0.95, 0.0), "T5": (-0.8, -0.6), "T6": (0.8, -0.6),
-    "A1": (-1.1, -0.1), "A2": (1.1, -0.1), "FZ": (0.0, 0.5), "CZ": (0.0, 0.0),
-    "PZ": (0.0, -0.5), "T1": (-0.85, 0.3), "T2": (0.85, 0.3),
-}  # fmt: skip
+    "FP1": (-0.3, 0.95),
+    "FP2": (0.3, 0.95),
+    "F3": (-0.4, 0.55),
+    "F4": (0.4, 0.55),
+    "C3": (-0.45, 0.0),
+    "C4": (0.45, 0.0),
+    "P3": (-0.4, -0.55),
+    "P4": (0.4, -0.55),
+    "O1": (-0.3, -0.95),
+    "O2": (0.3, -0.95),
+    "F7": (-0.8, 0.6),
+    "F8": (0.8, 0.6),
+    "T3": (-0.95, 0.0),
+    "T4": (0.95, 0.0),
+    "T5": (-0.8, -0.6),
+    "T6": (0.8, -0.6),
+    "A1": (-1.1, -0.1),
+    "A2": (1.1, -0.1),
+    "FZ": (0.0, 0.5),
+    "CZ": (0.0, 0.0),
+    "PZ": (0.0, -0.5),
+    "T1": (-0.85, 0.3),
+    "T2": (0.85, 0.3),
+}
 _NAMES = list(ELECTRODES)
 _XY = np.array([ELECTRODES[n] for n in _NAMES])  # (23, 2)
 _FOCAL_CENTRES = ["F7", "F8", "T3", "T4", "T5", "T6", "C3", "C4", "P3", "P4", "F3", "F4"]
@@ -110,9 +127,12 @@ def synthesize_eeg(
     if traits.focal_centre is not None:
         weight = _spatial_weight(traits.focal_centre, 0.35)
         bursts = _state_mask(rng, n_samples, sfreq, 0.4)
-        eeg += traits.focal_uv * weight[:, None] * bursts * _band(
-            rng, 1, n_samples, sfreq, 1.8, 0.6
-        )[0]
+        eeg += (
+            traits.focal_uv
+            * weight[:, None]
+            * bursts
+            * _band(rng, 1, n_samples, sfreq, 1.8, 0.6)[0]
+        )
     for onset in _poisson_times(rng, traits.transients_per_min, n_samples / sfreq):
         centre = traits.focal_centre or str(rng.choice(_FOCAL_CENTRES))
         width = rng.uniform(0.07, 0.2)

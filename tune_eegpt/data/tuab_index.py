@@ -35,9 +35,18 @@ TUAB_PATH = re.compile(
 
 LABELS = {"normal": 0, "abnormal": 1}
 INDEX_COLUMNS = [
-    "recording", "path", "relpath", "split", "label_name", "label",
-    "subject", "session", "token", "size", "mtime_ns",
-]  # fmt: skip
+    "recording",
+    "path",
+    "relpath",
+    "split",
+    "label_name",
+    "label",
+    "subject",
+    "session",
+    "token",
+    "size",
+    "mtime_ns",
+]
 
 
 @dataclass
@@ -94,9 +103,14 @@ def index_tuab(root: str | Path) -> TuabIndex:
                 continue
             stat = path.stat()
             rows.append(
-                {**parsed, "path": str(path.resolve()), "relpath": relpath,
-                 "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            )  # fmt: skip
+                {
+                    **parsed,
+                    "path": str(path.resolve()),
+                    "relpath": relpath,
+                    "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns,
+                }
+            )
     frame = pd.DataFrame(rows, columns=INDEX_COLUMNS)
     frame = frame.sort_values("relpath", kind="stable").reset_index(drop=True)
     return TuabIndex(root=root, recordings=frame, ignored=ignored)

@@ -75,9 +75,13 @@ class WindowSplit:
     """The rows of one split: a BatchSource for the trainer (x in microvolts, float32)."""
 
     def __init__(
-        self, name: str, windows: ShardedWindows, meta: pd.DataFrame, channels: list[str],
+        self,
+        name: str,
+        windows: ShardedWindows,
+        meta: pd.DataFrame,
+        channels: list[str],
         sfreq: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.name = name
         self.rows = meta.index.to_numpy(dtype=np.int64)  # global row numbers in the cache
         self.meta = meta.reset_index(drop=True)

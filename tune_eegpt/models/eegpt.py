@@ -437,8 +437,9 @@ ENCODER_SIZES = {
     # the released checkpoint's size: 25.3M parameters; expects millivolts
     "large": EncoderSize(embed_dim=512, depth=8, num_heads=8, input_scale=1e-3),
     # for CPU runs (~0.1M parameters): random weights (drawn wider) work on microvolts
-    "small": EncoderSize(embed_dim=64, depth=2, num_heads=4, input_scale=1.0,
-                         init_std=SMALL_INIT_STD),  # fmt: skip
+    "small": EncoderSize(
+        embed_dim=64, depth=2, num_heads=4, input_scale=1.0, init_std=SMALL_INIT_STD
+    ),
 }
 
 
