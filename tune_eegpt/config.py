@@ -65,7 +65,7 @@ class DataConfig:
     split_seed: int = 0
     synthetic_subjects: int = 400  # the synthetic corpus (SyntheticSpec.subjects)
     synthetic_seed: int = 0
-    synthetic_effect: float = 1.5  # class-effect strength of the synthetic corpus (calibrated)
+    synthetic_effect: float = 1.7  # class-effect strength of the synthetic corpus (calibrated)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from tune_eegpt.data.synthetic_signal import (
 GENERATOR_VERSION = 2
 # The calibrated class-effect strength (see README "Synthetic corpus"); DataConfig's
 # synthetic_effect defaults to this value.
-DEFAULT_EFFECT = 1.5
+DEFAULT_EFFECT = 1.7
 SPEC_FILE = "synthetic.json"
 
 
