@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from tune_eegpt.config import RunConfig
 from tune_eegpt.data.window_cache import WindowSplit
-from tune_eegpt.pipeline import build_trainer, prepare_data
+from tune_eegpt.pipeline import PreparedData, build_trainer, prepare_data
 from tune_eegpt.training.batches import RowSubset
 
 
@@ -40,3 +40,16 @@ def test_adapter_mode_runs_the_frozen_encoder_live_on_the_window_cache(tiny_base
     assert not torch.equal(trainer.adapter.weight, adapter_before)  # the adapter learned
     for k, v in trainer.encoder.state_dict().items():
         assert torch.equal(v, encoder_before[k])  # the encoder did not
+
+
+def test_a_trial_refuses_caches_it_cannot_reach_instead_of_building_them(tmp_path):
+    present = tmp_path / "windows"
+    present.mkdir()
+    missing = tmp_path / "features.arrow"
+    prepared = PreparedData(str(present), str(missing))
+    with pytest.raises(FileNotFoundError) as err:
+        prepared.require()
+    assert str(err.value).startswith(f"prepared cache(s) not found on this node: {missing};")
+    assert "--cache-dir must be a shared mount or a URI" in str(err.value)
+    PreparedData(str(present), "s3://bucket/features.arrow").require()  # a URI is copied
+    PreparedData(str(present), None).require()  # live encoder: no feature cache

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from ray import tune
 
 from trainables.feature_holder import share_train_features
 from tune_eegpt.config import RunConfig
-from tune_eegpt.pipeline import PreparedData, build_trainer, prepare_data
+from tune_eegpt.pipeline import PreparedData, build_trainer
 from tune_eegpt.training.trainer import Diverged
 
 # Reported when a trial diverged: a diverged probe carries no information (chance level).
@@ -51,8 +50,7 @@ class ProbeTrainable(tune.Trainable):
         self._build_started = time.perf_counter()
         self.startup_s = float("nan")  # trial start (or actor reuse) -> first optimizer step
         cfg = trial_run_config(self.base_config, config)
-        if not self.prepared.exists():  # a node that has not decoded the data yet
-            self.prepared = prepare_data(cfg, workers=os.cpu_count() or 1, progress=False)
+        self.prepared.require()  # a trial never decodes or encodes
         share_train_features(cfg, self.prepared)  # on a GPU: one copy per GPU, for all trials
         self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
 

@@ -56,6 +56,18 @@ class PreparedData:
         paths = [self.window_cache] + ([self.feature_cache] if self.feature_cache else [])
         return all(is_uri(p) or Path(p).exists() for p in paths)
 
+    def require(self) -> None:
+        """Raises FileNotFoundError naming the caches this node cannot reach. Trials call it
+        instead of building anything: the search prepares the caches once, before any trial."""
+        paths = [self.window_cache] + ([self.feature_cache] if self.feature_cache else [])
+        missing = [p for p in paths if not (is_uri(p) or Path(p).exists())]
+        if missing:
+            raise FileNotFoundError(
+                f"prepared cache(s) not found on this node: {', '.join(missing)}; the search "
+                "prepares them before its first trial, so on a cluster --cache-dir must be a "
+                "shared mount or a URI that every node reaches"
+            )
+
     def on_this_node(self) -> PreparedData:
         """The same caches as local paths: object-storage caches copied here once."""
         root = Path(self.local_copies).expanduser()
