@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_SUBJECTS = 60  # DataConfig.synthetic_subjects: the embedded default corpus
+from tune_eegpt.config import DataConfig
+
+DEFAULT_SUBJECTS = DataConfig.synthetic_subjects  # the embedded default corpus
 TUAB_HOURS = 1_141  # train ~1,038 h + eval ~103 h (docs/reference: EEGPT_AND_TUAB)
 TUAB_WINDOWS = 1_030_000
 # benchmarks/README.md, section 5: large encoder, bf16, batch 256, one H200
