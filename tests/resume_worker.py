@@ -1,5 +1,9 @@
-"""Run by test_resume in fresh processes: train the same toy probe whole, or stop it at a
-step and resume it from its checkpoint. Usage: resume_worker.py MODE OUT [STOP_STEP]."""
+"""Run by test_resume and test_fused_probe in fresh processes: train a probe whole, or stop
+it at a step and resume it from its checkpoint.
+
+Usage: resume_worker.py [fused] MODE OUT [STOP_STEP]. Without ``fused``: the toy probe of
+probe_fixtures (generic autograd path); with it: a probe on feature rows that takes the
+fused step (fused_fixtures)."""
 
 import sys
 from pathlib import Path
@@ -7,14 +11,22 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fused_fixtures import probe_trainer  # noqa: E402
 from probe_fixtures import toy_trainer  # noqa: E402
 
-mode, out = sys.argv[1], Path(sys.argv[2])
-settings = dict(n=70, batch_size=8, accum_steps=3, epochs=4, dropout=0.3, log_dir=out / "run")
-trainer = toy_trainer(**settings)
+args = sys.argv[1:]
+fused = args[0] == "fused"
+mode, out, *stop = args[1:] if fused else args
+out = Path(out)
+if fused:
+    trainer = probe_trainer(n=150, batch_size=8, accum_steps=3, epochs=3, log_dir=out / "run")
+    assert trainer.fused is not None, trainer.fused_skipped_because
+else:
+    settings = dict(n=70, batch_size=8, accum_steps=3, epochs=4, dropout=0.3, log_dir=out / "run")
+    trainer = toy_trainer(**settings)
 if mode == "stop":
     trainer.train_epoch()
-    trainer.train_epoch(stop_at_step=int(sys.argv[3]))  # stops mid-epoch
+    trainer.train_epoch(stop_at_step=int(stop[0]))  # stops mid-epoch (mid-chunk when fused)
     trainer.save_checkpoint(out / "ckpt")
     sys.exit(0)
 if mode == "resume":

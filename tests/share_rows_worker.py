@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 def consume(exported, inbox, outbox) -> None:
     from fused_fixtures import feature_data, probe_config, probe_head
-
     from tune_eegpt.training.device_features import import_rows, register_rows, rows_key
     from tune_eegpt.training.feature_rows import feature_rows
     from tune_eegpt.training.trainer import ProbeTrainer

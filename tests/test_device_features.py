@@ -9,9 +9,9 @@ import logging
 import pytest
 import torch
 import torch.multiprocessing as mp
-from fused_fixtures import feature_data
 from share_rows_worker import consume
 
+from fused_fixtures import feature_data
 from tune_eegpt.training import device_features
 from tune_eegpt.training.device_features import (
     copy_rows_to,

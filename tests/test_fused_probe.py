@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fused_fixtures import feature_data, probe_head, probe_trainer
 from torch.nn import functional as F
 
+from fused_fixtures import feature_data, probe_head, probe_trainer
 from tune_eegpt.training.batches import RowSubset
 from tune_eegpt.training.dropout_bits import half_dropout_
 from tune_eegpt.training.feature_rows import feature_rows
 from tune_eegpt.training.fused_probe import FusedProbeStep
 
-WORKER = Path(__file__).with_name("fused_resume_worker.py")
+WORKER = Path(__file__).with_name("resume_worker.py")
 
 
 def test_gradients_and_loss_equal_autograd_on_the_same_mask() -> None:
@@ -143,7 +143,8 @@ def test_fused_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path) -> Non
     # 150 rows / batch 8 = 19 micro-batches, accum 3 -> 7 steps per epoch; step 10 is in
     # the middle of epoch 2 (and of its chunk of prepared rows).
     for args in (("full",), ("stop", 10), ("resume",)):
-        command = [sys.executable, str(WORKER), args[0], str(tmp_path), *map(str, args[1:])]
+        command = [sys.executable, str(WORKER), "fused", args[0], str(tmp_path)]
+        command += [str(a) for a in args[1:]]
         subprocess.run(command, check=True, timeout=120)
     full = torch.load(tmp_path / "full.pt", weights_only=False)
     resumed = torch.load(tmp_path / "resume.pt", weights_only=False)
