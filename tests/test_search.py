@@ -262,7 +262,9 @@ def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base
     space = write_space(
         tmp_path, "c", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
     )
-    flags = ["--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4"]
+    # 40 epochs: a trial that lasts seconds, so Ctrl-C after its first report lands mid-trial
+    # (at the fixture's 4 epochs a fused-path trial ends within a fraction of a second)
+    flags = ["--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4", "--epochs", "40"]
     cmd = search_command(config, space, tmp_path, "ctrlc", ray_cluster, *flags)
     driver = subprocess.Popen(
         cmd,
