@@ -36,7 +36,13 @@ def probe_config(**overrides) -> RunConfig:
 
 
 def probe_trainer(
-    n: int = 200, seed: int = 0, fast_path: bool = True, log_dir=None, n_val: int = 100, **overrides
+    n: int = 200,
+    seed: int = 0,
+    fast_path: bool = True,
+    log_dir=None,
+    n_val: int = 100,
+    defer_sync: bool | None = None,
+    **overrides,
 ) -> ProbeTrainer:
     cfg = probe_config(seed=seed, **overrides)
     return ProbeTrainer(
@@ -46,4 +52,5 @@ def probe_trainer(
         feature_data(n_val, seed=10_000 + seed),
         log_dir=log_dir,
         fast_path=fast_path,
+        defer_sync=defer_sync,
     )

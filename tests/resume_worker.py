@@ -1,9 +1,10 @@
 """Run by test_resume and test_fused_probe in fresh processes: train a probe whole, or stop
 it at a step and resume it from its checkpoint.
 
-Usage: resume_worker.py [fused] MODE OUT [STOP_STEP]. Without ``fused``: the toy probe of
-probe_fixtures (generic autograd path); with it: a probe on feature rows that takes the
-fused step (fused_fixtures)."""
+Usage: resume_worker.py [fused|deferred] MODE OUT [STOP_STEP]. Without a path: the toy
+probe of probe_fixtures (generic autograd path); ``fused``: a probe on feature rows that
+takes the fused step (fused_fixtures); ``deferred``: the same through the sync-free queue
+a GPU uses (training/device_steps.py)."""
 
 import sys
 from pathlib import Path
@@ -15,12 +16,15 @@ from fused_fixtures import probe_trainer  # noqa: E402
 from probe_fixtures import toy_trainer  # noqa: E402
 
 args = sys.argv[1:]
-fused = args[0] == "fused"
+fused = args[0] in ("fused", "deferred")
 mode, out, *stop = args[1:] if fused else args
 out = Path(out)
 if fused:
-    trainer = probe_trainer(n=150, batch_size=8, accum_steps=3, epochs=3, log_dir=out / "run")
+    defer = args[0] == "deferred"
+    settings = dict(n=150, batch_size=8, accum_steps=3, epochs=3, log_dir=out / "run")
+    trainer = probe_trainer(defer_sync=defer, **settings)
     assert trainer.fused is not None, trainer.fused_skipped_because
+    assert (trainer.device_steps is not None) == defer
 else:
     settings = dict(n=70, batch_size=8, accum_steps=3, epochs=4, dropout=0.3, log_dir=out / "run")
     trainer = toy_trainer(**settings)

@@ -129,6 +129,8 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None leaves torch's choice
     checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
     keep_checkpoints: int = 2
+    # on a GPU: replay the fused probe's micro-batches and steps from CUDA graphs
+    cuda_graphs: bool = True
 
 
 @dataclass
@@ -160,6 +162,7 @@ NON_OUTCOME_FIELDS = frozenset(
         "train.threads",
         "train.checkpoint_every_steps",
         "train.keep_checkpoints",
+        "train.cuda_graphs",  # the same kernels, launched one way or the other
         "log.out_dir",
         "log.tensorboard",
         "log.log_every_steps",

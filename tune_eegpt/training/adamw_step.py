@@ -9,8 +9,10 @@ the same two calls the wrapper ends in (``_foreach_add_`` on the step counters, 
 optimizer's own state tensors, so the update is bit-identical to ``optimizer.step()`` and
 the optimizer's ``state_dict`` (checkpoints, resume) is untouched.
 
-It applies to one param group of AdamW(fused=True) without amsgrad, maximize, capturable
-or differentiable; anything else, and any step before the state exists (the first one, or
+It applies to one param group of AdamW(fused=True) without amsgrad, maximize or
+differentiable (capturable is fine: its step counters live on the parameters' device,
+where the same two calls update them; training/device_steps.py captures them in a CUDA
+graph); anything else, and any step before the state exists (the first one, or
 a parameter without a gradient), goes through ``optimizer.step()``.
 Step hooks registered on the optimizer are not called on the direct path.
 """
@@ -22,7 +24,6 @@ import torch
 _PLAIN = {
     "amsgrad": False,
     "maximize": False,
-    "capturable": False,
     "differentiable": False,
     "decoupled_weight_decay": True,
 }
@@ -40,7 +41,9 @@ class DirectAdamW:
             and hasattr(torch, "_fused_adamw_")
         )
 
-    def step(self) -> None:
+    def step(self, lr: torch.Tensor | None = None) -> None:
+        """One update with the group's lr, or with ``lr`` (a float32 tensor on the
+        parameters' device, which a captured step reads at replay)."""
         group = self.optimizer.param_groups[0]
         lists = self._state_lists(group["params"]) if self.applies else None
         if lists is None:
@@ -57,7 +60,7 @@ class DirectAdamW:
             [],
             steps,
             amsgrad=False,
-            lr=group["lr"],
+            lr=group["lr"] if lr is None else lr,
             beta1=beta1,
             beta2=beta2,
             weight_decay=group["weight_decay"],

@@ -46,9 +46,21 @@ def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.T
     return x
 
 
-def _half_dropout_device_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
+def device_seed(seed: int, epoch: int, chunk: int) -> int:
+    """The seed of a device generator for the chunk's mask (``half_dropout_device_``)."""
     key = np.random.SeedSequence(stream_key(seed, epoch, chunk)).generate_state(1, np.uint64)
-    generator = torch.Generator(device=x.device).manual_seed(int(key[0]) >> 1)
+    return int(key[0]) >> 1
+
+
+def half_dropout_device_(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``half_dropout_`` on a device, drawing from ``generator`` (seeded with
+    ``device_seed``): a CUDA graph that captured this call draws the same values on each
+    replay from whatever seed the generator holds then."""
     # uniform float32 on [0, 1) in steps of 2**-24: exactly half of them are < 0.5
     keep = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
     return x.mul_(keep)
+
+
+def _half_dropout_device_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
+    generator = torch.Generator(device=x.device).manual_seed(device_seed(seed, epoch, chunk))
+    return half_dropout_device_(x, generator)

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tune_eegpt.models.probe import LinearProbeHead
-from tune_eegpt.training.dropout_bits import half_dropout_
+from tune_eegpt.training.dropout_bits import device_seed, half_dropout_, half_dropout_device_
 from tune_eegpt.training.feature_rows import FeatureRows
 
 CHUNK_BYTES = 4 << 20  # float32 rows prepared at once
@@ -80,8 +80,12 @@ class FusedProbeStep:
         self._ys = torch.empty(1, rows.width, device=self.device)
         self._order: torch.Tensor | None = None
         self._epoch = -1
-        self._chunk = -1
-        self._z = self._x = self._y = None
+        self._chunk, self._n = -1, 0
+        self._z = self._x = self._y = self._index = self._labels = None
+        if not self._on_cpu:  # one micro-batch per chunk: the unit a CUDA graph replays
+            self.chunk_batches = 1
+        if rows.table.device.type != "cpu":  # the device's dropout stream (dropout_bits)
+            self._generator = torch.Generator(device=rows.table.device)
         # All gradients live in one flat buffer: written in place (no allocation, no
         # zero_grad) and normed in one op. The parameters' .grad are views of it.
         params = [head.probe1.weight, head.probe1.bias, head.probe2.weight, head.probe2.bias]
@@ -111,15 +115,15 @@ class FusedProbeStep:
         a detached tensor elsewhere; rows)."""
         chunk, i = divmod(b, self.chunk_batches)
         if chunk != self._chunk:
-            self._prepare(chunk)
-        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self._y))
-        # cast here, one micro-batch at a time: its float32 rows stay in cache for both
-        # matrix-vector products
-        x = self._x[: hi - lo].copy_(self._z[lo:hi])  # (B, N*K) float32
-        y = self._y[lo:hi]
-        return self._loss_and_grads(x, y, window_samples), len(y)
+            self._fill(self.stage(chunk))
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, self._n)
+        return self.compute(lo, hi, window_samples), hi - lo
 
-    def _prepare(self, chunk: int) -> None:
+    def stage(self, chunk: int) -> int:
+        """Host-side work before ``_fill``: the chunk's order into the index buffer, the
+        dropout generator keyed; returns the chunk's row count. What ``_fill`` and
+        ``compute`` do afterwards reads only buffers of fixed address (a CUDA graph can
+        replay them: training/device_steps.py)."""
         rows_per_chunk = self.chunk_batches * self.batch_size
         index = self._order[chunk * rows_per_chunk : (chunk + 1) * rows_per_chunk]
         n = len(index)
@@ -128,12 +132,38 @@ class FusedProbeStep:
             self._z = torch.empty(
                 rows_per_chunk, self.rows.width, dtype=self.rows.dtype, device=where
             )
+            self._index = torch.empty(rows_per_chunk, dtype=torch.int64, device=where)
+            self._labels = self.rows.labels.to(where)
+            self._y = torch.empty(rows_per_chunk, 1, device=self.device)
             self._x = torch.empty(self.batch_size, self.rows.width, device=self.device)
+        self._index[:n].copy_(index)
+        self._chunk, self._n = chunk, n
+        if self._drops and self._z.device.type != "cpu":
+            self._generator.manual_seed(device_seed(self.seed, self._epoch, chunk))
+        return n
+
+    def _fill(self, n: int) -> None:
+        """The staged chunk's rows gathered, dropped out (stored dtype), and labels."""
+        index = self._index[:n]
         z = self.rows.gather(index, out=self._z[:n])  # (R, N*K) in the stored dtype
-        if self.head.drop.p and self.head.training:
-            half_dropout_(z, self.seed, self._epoch, chunk)
-        self._y = self.rows.labels[index].to(self.device, non_blocking=True).view(-1, 1)
-        self._chunk = chunk
+        if self._drops:
+            if z.device.type == "cpu":
+                half_dropout_(z, self.seed, self._epoch, self._chunk)
+            else:
+                half_dropout_device_(z, self._generator)
+        labels = torch.index_select(self._labels, 0, index)
+        self._y[:n].copy_(labels.view(-1, 1), non_blocking=True)
+
+    def compute(self, lo: int, hi: int, window_samples: int) -> torch.Tensor | float:
+        """Loss and gradients of rows ``lo:hi`` of the filled chunk."""
+        # cast here, one micro-batch at a time: its float32 rows stay in cache for both
+        # matrix-vector products
+        x = self._x[: hi - lo].copy_(self._z[lo:hi])  # (B, N*K) float32
+        return self._loss_and_grads(x, self._y[lo:hi], window_samples)
+
+    @property
+    def _drops(self) -> bool:
+        return bool(self.head.drop.p) and self.head.training
 
     def _loss_and_grads(
         self, x: torch.Tensor, y: torch.Tensor, window_samples: int

@@ -29,7 +29,8 @@ from tune_eegpt.training.checkpoint import (
     restore_rng_state,
     save_atomic,
 )
-from tune_eegpt.training.device_features import resident_rows
+from tune_eegpt.training.device_features import resident_rows, say_once
+from tune_eegpt.training.device_steps import DeviceSteps
 from tune_eegpt.training.feature_rows import FeatureRows, feature_rows
 from tune_eegpt.training.fused_probe import FusedProbeStep, fused_probe_applies
 from tune_eegpt.training.metrics import binary_metrics, recording_level
@@ -71,9 +72,12 @@ class ProbeTrainer:
         adapter: nn.Module | None = None,
         log_dir: str | Path | None = None,
         fast_path: bool = True,
+        defer_sync: bool | None = None,
     ) -> None:
         """``fast_path=False`` keeps the generic autograd step even where the fused probe
-        step applies (the reference the fused step is tested against)."""
+        step applies (the reference the fused step is tested against). ``defer_sync``:
+        queue the fused step's work without host syncs (training/device_steps.py); None
+        does so on a GPU, True also on a CPU (for its tests)."""
         self.cfg = cfg
         t = cfg.train
         self.device = resolve_device(t.device)
@@ -94,6 +98,9 @@ class ProbeTrainer:
         if self.fused_skipped_because is None:
             rows = resident_rows(rows, self.device)  # on a GPU: on it, once per GPU if it fits
             self.fused = FusedProbeStep(self.head, rows, t.seed, t.batch_size)
+        if defer_sync is None:
+            defer_sync = self.device.type != "cpu"
+        defer = self.fused is not None and defer_sync
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.schedule.max_lr,
@@ -103,10 +110,20 @@ class ProbeTrainer:
             # one kernel for all parameters instead of a Python loop: the fast path's
             # per-step overhead (same update rule, summed in another order)
             fused=self.fused is not None or None,
+            # step counters on the device, where a CUDA graph can advance them
+            capturable=defer,
         )
 
         direct = DirectAdamW(self.optimizer)  # optimizer.step() without its Python wrapper
         self._direct_adamw = direct if self.fused is not None and direct.applies else None
+        self.device_steps = None  # the fused step's sync-free queue, where it is used
+        if defer:
+            self.device_steps = DeviceSteps(
+                self.fused, self.optimizer, cfg.optim.grad_clip, t.cuda_graphs
+            )
+            if self.device.type == "cuda" and self.device_steps.capture_skipped_because:
+                say_once(f"no CUDA graphs: {self.device_steps.capture_skipped_because}")
+        self._queued: list[tuple[int, int, float]] = []  # (step, epoch, lr) not yet flushed
 
         self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
         check_warmup(cfg.schedule.pct_start, self.batches_per_epoch, t.accum_steps, t.epochs)
@@ -162,6 +179,8 @@ class ProbeTrainer:
             self.fused.start_epoch(order, self.epoch)
         self._set_train_mode(True)
         window_loss: torch.Tensor | float = 0.0  # a tensor, or on the fused CPU path a float
+        full_window = t.accum_steps * t.batch_size
+        flush_first = on_step is not None  # on_step learns of the first step at once
         b = self.batch_in_epoch
         while b < self.batches_per_epoch:
             window_start = (b // t.accum_steps) * t.accum_steps
@@ -169,7 +188,10 @@ class ProbeTrainer:
             # The loss is a mean over the samples of the whole accumulation window, so a
             # short last window weighs each of its samples like a full one.
             window_samples = min(window_end * t.batch_size, n) - window_start * t.batch_size
-            if self.fused is not None:  # forward + backward without autograd
+            if self.device_steps is not None:  # queued: no host sync
+                rows = self.device_steps.micro_batch(b, window_samples, full_window)
+                loss = 0.0
+            elif self.fused is not None:  # forward + backward without autograd
                 loss, rows = self.fused.micro_batch(b, window_samples)
             else:
                 loss, rows = self._micro_batch(order, b, window_samples)
@@ -177,27 +199,32 @@ class ProbeTrainer:
             self.samples_seen += rows
             b += 1
             self.batch_in_epoch = b
-            if b == window_end:
+            if b != window_end:
+                continue
+            if self.device_steps is not None:
+                self._queue_step()
+                if flush_first or self.device_steps.full:
+                    self._flush_queued(on_step)
+                    flush_first = False
+            else:
                 step_loss = float(window_loss)  # a sync point, once per optimizer step
                 window_loss = 0.0
                 if not math.isfinite(step_loss):
                     self.diverged = True
                     self.optimizer.zero_grad(set_to_none=True)
-                    self._close_logs()
-                    raise Diverged(
-                        f"training loss is {step_loss} at global_step {self.global_step} "
-                        f"(max_lr={self.cfg.schedule.max_lr})"
-                    )
-                if self._optimizer_step(step_loss):
-                    self.epoch_loss_sum += step_loss
-                    self.epoch_loss_steps += 1
-                    if on_step is not None:
-                        on_step(self)
-                    every = t.checkpoint_every_steps
-                    if every and self.global_step % every == 0 and self.log_dir is not None:
-                        self.save_checkpoint(self.log_dir / "checkpoints")
-                    if stop_at_step is not None and self.global_step >= stop_at_step:
-                        break
+                    self._raise_diverged(step_loss, self.global_step)
+                if not self._optimizer_step(step_loss):
+                    continue
+                self.epoch_loss_sum += step_loss
+                self.epoch_loss_steps += 1
+                if on_step is not None:
+                    on_step(self)
+            every = t.checkpoint_every_steps
+            if every and self.global_step % every == 0 and self.log_dir is not None:
+                self.save_checkpoint(self.log_dir / "checkpoints")
+            if stop_at_step is not None and self.global_step >= stop_at_step:
+                break
+        self._flush_queued(on_step)
         metrics = {
             "epoch": float(self.epoch + (b / self.batches_per_epoch)),
             "global_step": float(self.global_step),
@@ -239,6 +266,40 @@ class ProbeTrainer:
         )
         self._backward(loss)
         return loss.detach(), len(y)
+
+    def _queue_step(self) -> None:
+        """The deferred path's optimizer step: queued on the device; the schedule and
+        ``global_step`` move on the host at once, the loss is checked at the next flush."""
+        lr = self._current_lr()
+        self.device_steps.optimizer_step(lr)
+        self.scheduler.step()
+        self.global_step += 1
+        self._queued.append((self.global_step - 1, self.epoch, lr))
+
+    def _flush_queued(self, on_step: Callable[[ProbeTrainer], None] | None = None) -> None:
+        """Reads back the queued steps' losses and gradient norms (one sync), logs them in
+        order, and stops at the first non-finite loss as the per-step path would."""
+        if not self._queued:
+            return
+        values = self.device_steps.flush()
+        queued, self._queued = self._queued, []
+        for (step, epoch, lr), (loss, grad_norm) in zip(queued, values.tolist(), strict=True):
+            if not math.isfinite(loss):
+                # the steps queued after it ran too; a diverged run is not resumed
+                self.diverged = True
+                self.global_step = step
+                self._raise_diverged(loss, step)
+            self.epoch_loss_sum += loss
+            self.epoch_loss_steps += 1
+            self._log_step(step, lr, loss, grad_norm, epoch)
+            if on_step is not None:
+                on_step(self)
+
+    def _raise_diverged(self, loss: float, step: int) -> None:
+        self._close_logs()
+        raise Diverged(
+            f"training loss is {loss} at global_step {step} (max_lr={self.cfg.schedule.max_lr})"
+        )
 
     def _current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -334,6 +395,7 @@ class ProbeTrainer:
     # ---- state -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this run is (at a step boundary)."""
+        self._flush_queued()  # the epoch's loss sum and the log include every step
         return {
             "format": CHECKPOINT_FORMAT,
             "global_step": self.global_step,
@@ -379,6 +441,9 @@ class ProbeTrainer:
             self.adapter.load_state_dict(state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if self.device_steps is not None:
+            self.device_steps.reset()
+            self._queued.clear()
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
         self.global_step = state["global_step"]
@@ -404,10 +469,12 @@ class ProbeTrainer:
         self.load_state_dict(load_checkpoint_file(path), source=str(path))
 
     # ---- logging ---------------------------------------------------------------------
-    def _log_step(self, step: int, lr: float, loss: float, grad_norm: float) -> None:
+    def _log_step(
+        self, step: int, lr: float, loss: float, grad_norm: float, epoch: int | None = None
+    ) -> None:
         record = {
             "global_step": step,
-            "epoch": self.epoch,
+            "epoch": self.epoch if epoch is None else epoch,
             "lr": lr,
             "loss": loss,
             "grad_norm": grad_norm,
