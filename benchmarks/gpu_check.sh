@@ -7,7 +7,9 @@
 # probe step: rows/s per trial and in all, own GPU memory per trial, ratio to the
 # bandwidth floor. Needs torch (CUDA), pyarrow, scikit-learn, PyYAML and tqdm; not ray.
 # Writes JSON and a log to $OUT (default benchmarks/results). Sized for <= 8 minutes on
-# one H100 (80 GB): about 4 minutes of encoder runs, at most 4 of trials.
+# one H100 (80 GB), issue 12's part first: the GPU tests of the step queue and its CUDA
+# graphs (<= 1 min), 1 and 16 trials on TUAB-sized features (<= 4 min), one eager trial
+# (<= 1.5 min); then about 4 minutes of encoder runs and trials per GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
@@ -16,9 +18,15 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-  echo "== shared device-resident features, fused probe step (issue 12)"
+  echo "== the sync-free step queue and its CUDA graphs on this GPU (issue 12)"
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_device_steps.py \
+    tests/test_device_features.py || echo "(pytest failed or is missing here)"
+  echo "== shared device-resident features, fused probe step, CUDA graphs (issue 12)"
   timeout 240 python3 benchmarks/gpu_trials.py --rows 747000 --trials 1 16 --epochs 1 \
     --json "$OUT/gpu_trials.json"
+  echo "== the same, one trial, kernels launched eagerly (what the graphs buy)"
+  timeout 90 python3 benchmarks/gpu_trials.py --rows 100000 --trials 1 --epochs 1 \
+    --graphs off --json "$OUT/gpu_trials_eager.json"
   for dtype in fp32 bf16; do
     for bs in 64 256; do
       echo "== encoder $dtype batch $bs"

@@ -2,7 +2,7 @@
 all, GPU memory per trial, and the ratio to the GPU's memory-bandwidth floor.
 
     python benchmarks/gpu_trials.py --rows 747000 --trials 1 16 --epochs 2 \
-        [--json benchmarks/results/gpu_trials.json]
+        [--graphs on|off] [--json benchmarks/results/gpu_trials.json]
 
 A holder process fills a (rows, 16 x 4 x 512) float16 feature table on the GPU (random
 values, TUAB's train split size by default: 747k rows = 49 GB) and hands out CUDA IPC
@@ -12,6 +12,9 @@ run the real ``ProbeTrainer`` (fused probe step, default probe, ``--batch-size``
 ``--epochs`` epochs at the same time; each reports its epoch seconds (CUDA-synchronised)
 and its own peak GPU memory (the shared table is not counted: the holder allocated it).
 The floor: reading the table once at the bandwidth of a device-to-device copy.
+``--graphs off`` launches every kernel of the sync-free step queue eagerly instead of
+replaying CUDA graphs (``train.cuda_graphs``; training/device_steps.py): the comparison
+says what the capture buys.
 
 ``--device cpu`` runs the same logic with a shared-memory table (a small smoke test of
 the script; CPU timings say nothing about a GPU).
@@ -75,17 +78,21 @@ def holder(rows: int, device: str, exports, stop) -> None:
     stop.get()
 
 
-def trial(exported, device: str, epochs: int, batch_size: int, ready, go, results) -> None:
+def trial(
+    exported, device: str, epochs: int, batch_size: int, graphs: bool, ready, go, results
+) -> None:
     rows = import_rows(exported)
+    settings = {"device": device, "epochs": epochs + 1, "batch_size": batch_size}
     cfg = RunConfig().with_overrides(
-        {"device": device, "epochs": epochs + 1, "batch_size": batch_size, "encoder": "none"},
-        source="benchmark",
+        {**settings, "encoder": "none", "cuda_graphs": graphs}, source="benchmark"
     )
     torch.manual_seed(0)
     head = LinearProbeHead(SHAPE[0], SHAPE[2], num_summary=SHAPE[1])
     trainer = ProbeTrainer(cfg, head, rows, None)
     assert trainer.fused is not None, trainer.fused_skipped_because
-    trainer.train_epoch(stop_at_step=20)  # warm-up: kernels, allocator
+    queue = trainer.device_steps
+    capture = "no queue" if queue is None else queue.capture_skipped_because or "captured"
+    trainer.train_epoch(stop_at_step=20)  # warm-up: kernels, allocator, graph capture
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -100,7 +107,7 @@ def trial(exported, device: str, epochs: int, batch_size: int, ready, go, result
         sync()
         seconds.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
-    results.put({"epoch_s": seconds, "peak_bytes": peak})
+    results.put({"epoch_s": seconds, "peak_bytes": peak, "capture": capture})
 
 
 def main() -> None:
@@ -110,6 +117,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--graphs", choices=["on", "off"], default="on")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -119,7 +127,13 @@ def main() -> None:
     keeper.start()
     width_bytes = SHAPE[0] * SHAPE[1] * SHAPE[2] * 2
     table_gb = args.rows * width_bytes / 1e9
-    report = {"rows": args.rows, "table_gb": table_gb, "batch_size": args.batch_size, "runs": []}
+    report = {
+        "rows": args.rows,
+        "table_gb": table_gb,
+        "batch_size": args.batch_size,
+        "graphs": args.graphs,
+        "runs": [],
+    }
     try:
         for n in args.trials:
             ready, go, results = ctx.Queue(), ctx.Queue(), ctx.Queue()
@@ -128,7 +142,16 @@ def main() -> None:
                 exported, bandwidth = exports.get(timeout=600)
                 p = ctx.Process(
                     target=trial,
-                    args=(exported, args.device, args.epochs, args.batch_size, ready, go, results),
+                    args=(
+                        exported,
+                        args.device,
+                        args.epochs,
+                        args.batch_size,
+                        args.graphs == "on",
+                        ready,
+                        go,
+                        results,
+                    ),
                 )
                 p.start()
                 procs.append(p)
@@ -151,6 +174,7 @@ def main() -> None:
                 "peak_gib_per_trial": max(o["peak_bytes"] for o in outcomes) / 2**30,
                 "bandwidth_gb_s": bandwidth / 1e9,
                 "epoch_over_bandwidth_floor": epoch_s / floor_s,
+                "capture": sorted({o["capture"] for o in outcomes}),
             }
             report["runs"].append(run)
             print(
@@ -159,7 +183,7 @@ def main() -> None:
                 f"{run['rows_per_s_all']:10.0f} rows/s in all, "
                 f"{run['peak_gib_per_trial']:.2f} GiB own peak per trial, "
                 f"{run['epoch_over_bandwidth_floor']:.0f}x the bandwidth floor "
-                f"({table_gb:.1f} GB at {bandwidth / 1e9:.0f} GB/s)",
+                f"({table_gb:.1f} GB at {bandwidth / 1e9:.0f} GB/s); graphs: {run['capture']}",
                 flush=True,
             )
     finally:

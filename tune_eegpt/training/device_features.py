@@ -104,7 +104,7 @@ def resident_rows(
     for found in (_REGISTERED.get(key), _RESIDENT.get(key)):
         if found is not None:
             return found
-    if device.type == "cpu" or _same_device(rows.table.device, device):
+    if device.type == "cpu" or same_device(rows.table.device, device):
         return rows
     free, total = (memory_info or _cuda_memory)(device)
     fits, reason = fits_on_device(rows_nbytes(rows), free, total)
@@ -115,7 +115,7 @@ def resident_rows(
     return _RESIDENT[key]
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
+def same_device(a: torch.device, b: torch.device) -> bool:
     if a.type != b.type:
         return False
     if a.type != "cuda" or a.index == b.index:

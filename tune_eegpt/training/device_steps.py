@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tune_eegpt.training.adamw_step import DirectAdamW
+from tune_eegpt.training.device_features import same_device
 from tune_eegpt.training.fused_probe import FusedProbeStep
 
 LOG_SLOTS = 4096  # optimizer steps between forced flushes
@@ -44,7 +45,7 @@ def capture_blocker(fused: FusedProbeStep, want: bool) -> str | None:
         return "CUDA graphs are off (train.cuda_graphs=false)"
     if fused.device.type != "cuda":
         return f"the head is on {fused.device.type}, CUDA graphs need a CUDA device"
-    if fused.rows.table.device != fused.device:
+    if not same_device(fused.rows.table.device, fused.device):
         return "the feature rows are on the host (they do not fit the GPU)"
     if not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
         return "this torch cannot capture a private dropout generator in a CUDA graph"
