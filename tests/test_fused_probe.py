@@ -138,6 +138,19 @@ def test_trainer_takes_the_fused_step_only_where_it_applies() -> None:
     assert "not a LinearProbeHead" in toy_trainer().fused_skipped_because
 
 
+def test_what_in_a_config_alone_keeps_a_run_off_the_fused_step() -> None:
+    # decided before any data is opened: a GPU trial makes or opens a feature holder only
+    # when it will read device-resident rows (trainables/feature_holder.py)
+    from fused_fixtures import probe_config
+    from tune_eegpt.training.fused_probe import fused_probe_config_blocker
+
+    assert fused_probe_config_blocker(probe_config()) is None
+    assert fused_probe_config_blocker(probe_config(dropout=0.0)) is None
+    assert "precision bf16" in fused_probe_config_blocker(probe_config(precision="bf16"))
+    assert "dropout 0.3" in fused_probe_config_blocker(probe_config(dropout=0.3))
+    assert "adapter" in fused_probe_config_blocker(probe_config(adapter=True))
+
+
 @pytest.mark.slow
 def test_fused_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path) -> None:
     # 150 rows / batch 8 = 19 micro-batches, accum 3 -> 7 steps per epoch; step 10 is in

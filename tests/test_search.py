@@ -326,6 +326,31 @@ def test_ctrl_c_before_the_trials_start_is_one_clear_line(ray_cluster, base, tmp
     assert "interrupted" in out and "python -m tune_eegpt.search " in out
 
 
+@pytest.mark.slow
+def test_a_search_releases_its_own_gpu_feature_holders_only(ray_cluster):
+    from trainables.feature_holder import NAMESPACE, holder_prefix, release_feature_holders
+
+    @ray.remote(num_cpus=0)
+    class Holder:  # a stand-in: the real holder needs a GPU; release goes by name only
+        def ping(self):
+            return 1
+
+    mine = holder_prefix(ray.get_runtime_context().get_job_id()) + "node-gpu0-rows"
+    others = holder_prefix("ffff") + "node-gpu0-rows"  # another search's job
+    for name in (mine, others):
+        actor = Holder.options(name=name, namespace=NAMESPACE, lifetime="detached").remote()
+        ray.get(actor.ping.remote())
+    assert release_feature_holders() == 1
+    deadline = time.monotonic() + 20  # ray.kill returns before the GCS forgets the name
+    while True:
+        named = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+        if mine not in named or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert others in named and mine not in named
+    assert release_feature_holders(every_search=True) == 1  # what a hard-killed driver left
+
+
 def test_bad_flags_give_clear_errors(capsys):
     assert search.main(["--num-samples", "0"]) == 2
     assert "--num-samples=0 is not allowed: expected an integer >= 1" in capsys.readouterr().err

@@ -7,11 +7,16 @@ CPU, or without a feature cache, do nothing here.
 
 The holder needs no GPU of its own from Ray (num_gpus=0): it is pointed at the trial's
 physical GPU with CUDA_VISIBLE_DEVICES, so the memory it allocates is where the trial runs.
-It lives until the Ray cluster stops (``ray.shutdown()`` at the end of a local search).
+Its name carries the search's Ray job id (a trial runs in its driver's job), so two
+searches on one cluster never share or release each other's holders; the search's driver
+releases its own when the trials end (``release_feature_holders``), which matters on a
+cluster that stays up after the search. Only a trial whose config takes the fused probe
+step (the only one that reads device-resident rows) makes or opens a holder.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Any
 
@@ -32,6 +37,7 @@ from tune_eegpt.training.device_features import (
     say_once,
 )
 from tune_eegpt.training.feature_rows import feature_rows
+from tune_eegpt.training.fused_probe import fused_probe_config_blocker
 
 NAMESPACE = "tune-eegpt-features"
 
@@ -52,12 +58,13 @@ def share_train_features(cfg: RunConfig, prepared: PreparedData) -> None:
     GPU's copy of the train features and registers it for the trainer."""
     if not torch.cuda.is_available() or prepared.feature_cache is None:
         return
-    if cfg.train.device == "cpu":
+    if cfg.train.device == "cpu" or fused_probe_config_blocker(cfg) is not None:
         return
     rows = _train_rows(cfg, prepared)
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-    node = ray.get_runtime_context().get_node_id()
-    name = f"{node[:12]}-gpu{gpu}-{rows_key(rows)}"
+    context = ray.get_runtime_context()
+    node = context.get_node_id()
+    name = f"{holder_prefix(context.get_job_id())}{node[:12]}-gpu{gpu}-{rows_key(rows)}"
     try:  # another trial on this GPU made it already (its copy is in the free memory too)
         holder = ray.get_actor(name, namespace=NAMESPACE)
     except ValueError:
@@ -78,6 +85,45 @@ def share_train_features(cfg: RunConfig, prepared: PreparedData) -> None:
     register_rows(import_rows(exported), exported["key"])
 
 
+def holder_prefix(job_id: str) -> str:
+    return f"job{job_id}-"
+
+
+def release_feature_holders(every_search: bool = False) -> int:
+    """In a search's driver, once its trials are over: ends the holders they made (detached
+    actors outlive the trials, and on a cluster that stays up, the search). Returns how
+    many. ``every_search``: every search's holders, for those a driver killed hard left
+    behind (``python -m trainables.feature_holder --address auto``, while no search runs:
+    a running trial reads its holder's memory)."""
+    prefix = "" if every_search else holder_prefix(ray.get_runtime_context().get_job_id())
+    released = 0
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] == NAMESPACE and actor["name"].startswith(prefix):
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=NAMESPACE))
+                released += 1
+            except ValueError:  # gone in the meantime
+                pass
+    return released
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainables.feature_holder",
+        description="End every search's GPU feature holders on a running Ray cluster "
+        "(those a search driver killed hard left behind). Run it while no search runs.",
+    )
+    parser.add_argument("--address", default="auto", help="the cluster (default: auto)")
+    args = parser.parse_args(argv)
+    ray.init(address=args.address, configure_logging=False)
+    print(f"released {release_feature_holders(every_search=True)} feature holder(s)")
+    return 0
+
+
 def _train_rows(cfg: RunConfig, prepared: PreparedData):
     cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
     return feature_rows(split_sources(prepared, cache, "train"))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

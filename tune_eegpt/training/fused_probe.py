@@ -32,11 +32,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tune_eegpt.config import RunConfig
 from tune_eegpt.models.probe import LinearProbeHead
 from tune_eegpt.training.dropout_bits import device_seed, half_dropout_, half_dropout_device_
 from tune_eegpt.training.feature_rows import FeatureRows
 
 CHUNK_BYTES = 4 << 20  # float32 rows prepared at once
+
+
+def fused_probe_config_blocker(cfg: RunConfig) -> str | None:
+    """What in ``cfg`` alone keeps a run off the fused step (None: nothing; the data and
+    the head are checked by ``fused_probe_applies`` once built)."""
+    if cfg.train.precision != "fp32":
+        return f"precision {cfg.train.precision} (the fused step is float32)"
+    if cfg.probe.adapter:
+        return "an encoder or adapter runs in front of the head"
+    if cfg.probe.dropout not in (0.0, 0.5):
+        return f"dropout {cfg.probe.dropout:g} (the bit masks make p = 0.5 or 0 only)"
+    return None
 
 
 def fused_probe_applies(head: nn.Module, rows: FeatureRows | None) -> str | None:
