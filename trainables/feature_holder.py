@@ -16,7 +16,6 @@ step (the only one that reads device-resident rows) makes or opens a holder.
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any
 
@@ -93,7 +92,7 @@ def release_feature_holders(every_search: bool = False) -> int:
     """In a search's driver, once its trials are over: ends the holders they made (detached
     actors outlive the trials, and on a cluster that stays up, the search). Returns how
     many. ``every_search``: every search's holders, for those a driver killed hard left
-    behind (``python -m trainables.feature_holder --address auto``, while no search runs:
+    behind (``python cluster/release_feature_holders.py``, while no search runs:
     a running trial reads its holder's memory)."""
     prefix = "" if every_search else holder_prefix(ray.get_runtime_context().get_job_id())
     released = 0
@@ -107,23 +106,6 @@ def release_feature_holders(every_search: bool = False) -> int:
     return released
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m trainables.feature_holder",
-        description="End every search's GPU feature holders on a running Ray cluster "
-        "(those a search driver killed hard left behind). Run it while no search runs.",
-    )
-    parser.add_argument("--address", default="auto", help="the cluster (default: auto)")
-    args = parser.parse_args(argv)
-    ray.init(address=args.address, configure_logging=False)
-    print(f"released {release_feature_holders(every_search=True)} feature holder(s)")
-    return 0
-
-
 def _train_rows(cfg: RunConfig, prepared: PreparedData):
     cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
     return feature_rows(split_sources(prepared, cache, "train"))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
