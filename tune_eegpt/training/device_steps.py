@@ -77,7 +77,8 @@ class DeviceSteps:
         self.pending = 0  # steps written to the log slots since the last flush
         self.capture_skipped_because = capture_blocker(fused, capture)
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
-        self._full_window_samples: int | None = None  # the one a captured micro-batch uses
+        self._warmed: set[str] = set()
+        self._pool = None  # one memory pool for the graphs: they never run at once
 
     def micro_batch(self, b: int, window_samples: int, full_window_samples: int) -> int:
         """Queues micro-batch ``b``: its loss joins the window's; returns its rows."""
@@ -127,6 +128,7 @@ class DeviceSteps:
         """After a state was loaded: the queued steps are dropped, and the captured graphs
         with them (they point at the optimizer's old state tensors)."""
         self._graphs.clear()
+        self._warmed.clear()
         self._slot.zero_()
         self.pending = 0
 
@@ -165,20 +167,37 @@ class DeviceSteps:
         return all(p in state for p in self.params)
 
     def _replay(self, name: str, body: Callable[[], None]) -> None:
+        """Runs ``body`` as graph ``name``: its first time eagerly on a side stream (the
+        warm-up CUDA asks for before a capture), then captured once and replayed."""
         graph = self._graphs.get(name)
         if graph is None:
+            if name not in self._warmed:
+                self._warm_up(body)
+                self._warmed.add(name)
+                return
             graph = self._graphs[name] = self._capture(body)
         graph.replay()
         if name != "step":
             self.fused._overwrite = False  # what the captured body did on the host
 
+    def _warm_up(self, body: Callable[[], None]) -> None:
+        current = torch.cuda.current_stream(self.fused.device)
+        side = torch.cuda.Stream(self.fused.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            body()  # this call's real work
+        current.wait_stream(side)
+
     def _capture(self, body: Callable[[], None]) -> torch.cuda.CUDAGraph:
         fused = self.fused
         overwrite = fused._overwrite
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(fused._generator)
-        torch.cuda.synchronize(fused.device)
-        with torch.cuda.graph(graph):
+        # thread_local: a CUDA call from another thread of this process (a logger, Ray's)
+        # does not invalidate this capture
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             body()  # recorded, not run: the replay that follows does the work
         fused._overwrite = overwrite
         return graph
