@@ -14,6 +14,7 @@ import torch
 
 from fused_fixtures import probe_trainer
 from tune_eegpt.training import device_steps
+from tune_eegpt.training.step_log import read_steps_csv
 from tune_eegpt.training.trainer import Diverged
 
 WORKER = Path(__file__).with_name("resume_worker.py")
@@ -74,6 +75,8 @@ def test_a_checkpoint_mid_epoch_holds_the_queued_steps(tmp_path: Path) -> None:
     state = torch.load(sorted((tmp_path / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
     assert state["global_step"] == 4 and state["epoch_loss_steps"] == 4
     assert state["epoch_loss_sum"] == pytest.approx(sum(r["loss"] for r in trainer.step_log))
+    logged = read_steps_csv(tmp_path / "steps.csv")
+    assert [int(r["global_step"]) for r in logged] == [0, 1, 2, 3]
 
 
 def test_capture_needs_a_cuda_device_and_the_switch() -> None:

@@ -2,7 +2,8 @@
 
 Plain PyTorch; it runs the same inside a Ray Tune trial or on its own. The heart of it is
 ``_optimizer_step``: optimizer step, scheduler step and ``global_step += 1`` sit together,
-and the scheduler never moves anywhere else.
+and the scheduler never moves anywhere else (on a GPU's sync-free path, ``_queue_step``
+does the same three with the optimizer step queued on the device).
 """
 
 from __future__ import annotations
@@ -459,6 +460,7 @@ class ProbeTrainer:
             self._logs.rewind(self.global_step, self.epoch > 0 and self.batch_in_epoch == 0)
 
     def save_checkpoint(self, folder: str | Path) -> Path:
+        self._flush_queued()  # the queued steps join the log first
         if self._logs is not None:  # the log reaches the disk before the checkpoint does
             self._logs.flush()
         path = save_atomic(self.state_dict(), Path(folder) / checkpoint_name(self.global_step))
