@@ -15,7 +15,7 @@ import argparse
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="auto", help="the Ray cluster (default: auto)")
     args = parser.parse_args(argv)
     import ray
