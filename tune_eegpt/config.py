@@ -74,6 +74,9 @@ class ModelConfig:
     checkpoint: str | None = None  # official EEGPT .ckpt or plain encoder state dict
     encoder_seed: int = 0  # deterministic random weights when no checkpoint is given
     feature_cache: bool = True  # precompute frozen features when no adapter is used
+    # How the cached features are stored: float16, or float8 e4m3 (half the bytes; values
+    # rounded to 3 mantissa bits, saturated at +-448; see training/float8.py).
+    feature_dtype: Literal["float16", "float8_e4m3"] = "float16"
     # Factor from the cached windows' microvolts to the encoder's input unit; None -> the
     # size's default (large: 1e-3, as the released weights expect millivolts; small: 1.0).
     input_scale: float | None = None

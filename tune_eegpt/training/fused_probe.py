@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from tune_eegpt.models.probe import LinearProbeHead
 from tune_eegpt.training.dropout_bits import half_dropout_
 from tune_eegpt.training.feature_rows import FeatureRows
+from tune_eegpt.training.float8 import to_float32
 
 CHUNK_BYTES = 4 << 20  # float32 rows prepared at once
 
@@ -115,7 +116,7 @@ class FusedProbeStep:
         lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, len(self._y))
         # cast here, one micro-batch at a time: its float32 rows stay in cache for both
         # matrix-vector products
-        x = self._x[: hi - lo].copy_(self._z[lo:hi])  # (B, N*K) float32
+        x = to_float32(self._z[lo:hi], out=self._x[: hi - lo])  # (B, N*K) float32
         y = self._y[lo:hi]
         return self._loss_and_grads(x, y, window_samples), len(y)
 
