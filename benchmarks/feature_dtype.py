@@ -1,13 +1,14 @@
 """Validation AUROC of the default probe on float16 vs float8 (e4m3) cached features.
 
     python benchmarks/feature_dtype.py --workdir /tmp/perf_feature_dtype \
-        [--seeds 10] [--json benchmarks/results/feature_dtype.json]
+        [--seeds 10] [--max-lr 1e-3] [--json benchmarks/results/feature_dtype.json]
 
 On the default search's data (the synthetic corpus and small encoder of
 ``tune_eegpt/configs/synthetic_default.yaml``, caches under ``--workdir``, built if
 missing), the base run (max_lr 4e-4, pct_start 0.2, 10 epochs, batch 64, dropout 0.5) is
 trained once per seed on each feature cache (``model.feature_dtype``), through the path
-every run takes (the fused probe step), 1 torch thread. A seed fixes the head's initial
+every run takes (the fused probe step), 1 torch thread; ``--max-lr`` replaces the base
+run's peak LR (e.g. the better-tuned 1e-3). A seed fixes the head's initial
 weights, the epoch order and the dropout bits, so the two runs of a seed differ only in
 the features' rounding: the difference is paired per seed.
 
@@ -16,7 +17,8 @@ AUROC) per dtype as mean and standard deviation over the seeds, the paired diffe
 (float8 - float16) with its standard deviation and standard error, the bytes per row and
 file size of each cache, the features' largest magnitude and how many float8 values sit
 at the +-448 saturation limit, float8's relative RMS rounding error against the float16
-values, and the median CPU time of a train epoch on each.
+values, and the median CPU time of an epoch on each, train alone and train + validation
+(validation casts float8 with torch's own cast, ~10x slower than the fused step's).
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def train_one(cfg: RunConfig, prepared) -> tuple[dict[str, float], float]:
     return metrics, statistics.median(cpu)
 
 
+def train_epoch_cpu(cfg: RunConfig, prepared, epochs: int = 10) -> float:
+    """Median CPU seconds of a train epoch alone (no validation), seed 0."""
+    trainer = build_trainer(cfg.with_overrides({"epochs": epochs}), prepared)
+    trainer.val_data = None
+    cpu = []
+    while not trainer.finished:
+        start = time.thread_time()
+        trainer.train_epoch()
+        cpu.append(time.thread_time() - start)
+    return statistics.median(cpu)
+
+
 def rounding(prepared: dict) -> dict[str, float]:
     """Largest |feature|, float8 values at +-448, and float8's relative RMS rounding error
     against the float16 values (whose own error against float32 is ~2e-4)."""
@@ -82,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/perf_feature_dtype"))
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--max-lr", type=float, help="default: the base config's (4e-4)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.seeds < 2:
@@ -89,6 +104,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     base = default_config(args.workdir)
+    if args.max_lr is not None:
+        base = base.with_overrides({"max_lr": args.max_lr}, source="--max-lr")
     cfgs = {d: base.with_overrides({"feature_dtype": d}, source="benchmark") for d in DTYPES}
     prepared = {d: prepare_data(cfg, workers=1, progress=False) for d, cfg in cfgs.items()}
     results: dict[str, dict[str, list[float]]] = {d: {} for d in DTYPES}
@@ -117,12 +134,14 @@ def main() -> None:
             "bytes_per_row": width * features.dtype.itemsize,
             "file_bytes": Path(prepared[dtype].feature_cache).stat().st_size,
             "rows": len(features),
+            "train_epoch_cpu_s": train_epoch_cpu(cfgs[dtype], prepared[dtype]),
         }
     stats = rounding(prepared)
 
     n = args.seeds
     print(
-        f"\n{n} seeds, default probe and corpus, fused path, 1 thread; load average "
+        f"\n{n} seeds, default probe and corpus, max_lr {base.schedule.max_lr:g}, fused path, "
+        f"1 thread; load average "
         f"{os.getloadavg()[0]:.1f}"
     )
     print(f"{'':26} {'float16':>17} {'float8_e4m3':>17} {'diff (8 - 16)':>24}")
@@ -150,7 +169,8 @@ def main() -> None:
         f, cpu = files[dtype], statistics.median(results[dtype]["epoch_cpu_s"])
         print(
             f"{dtype:12} {f['bytes_per_row']:6d} B/row, file {f['file_bytes'] / 1e6:6.1f} MB "
-            f"({f['rows']} rows), train epoch {cpu * 1e3:6.1f} ms CPU (median)"
+            f"({f['rows']} rows); CPU ms per epoch: train {f['train_epoch_cpu_s'] * 1e3:5.1f}, "
+            f"train + val {cpu * 1e3:5.1f} (medians)"
         )
     print(
         f"features: max |z| {stats['max_abs_feature']:.3f}; float8 values at +-448: "
@@ -161,6 +181,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         out = {
             "seeds": n,
+            "max_lr": base.schedule.max_lr,
             "load_average": os.getloadavg()[0],
             "summary": {k: {kk: float(vv) for kk, vv in v.items()} for k, v in summary.items()},
             "per_seed": results,

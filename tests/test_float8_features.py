@@ -166,3 +166,19 @@ def test_the_pipeline_prepares_and_trains_on_a_float8_cache(tiny_base) -> None:
     assert np.isfinite(trainer.train_epoch()["val_auroc"])
     with pytest.raises(ValueError, match="holds float8_e4m3 features, but model.feature_dtype"):
         build_trainer(cfg16, PreparedData(prepared8.window_cache, prepared8.feature_cache))
+
+
+def test_float8_rows_copy_to_a_device_and_travel_to_other_processes_as_float8() -> None:
+    from tune_eegpt.training.device_features import copy_rows_to, export_rows, import_rows
+
+    data = features(20)
+    rows = feature_rows(TensorBatches(data.x.to(torch.float8_e4m3fn), data.y))
+    assert rows.dtype == torch.float8_e4m3fn and rows.table.shape == (20, int(np.prod(SHAPE)))
+    copied = copy_rows_to(rows, torch.device("cpu"))  # one contiguous (rows, bytes) table
+    everything = torch.arange(20)
+    assert torch.equal(copied.table, rows.gather(everything).view(torch.uint8))
+    for tensor in (copied.table, copied.index, copied.labels):
+        tensor.share_memory_()
+    imported = import_rows(export_rows(copied, "key"))  # here, in the same process
+    assert imported.dtype == torch.float8_e4m3fn
+    assert torch.equal(imported.gather(everything).view(torch.uint8), copied.table)
