@@ -4,6 +4,7 @@ from importlib import resources
 import pytest
 
 from tune_eegpt.config import SECTIONS, ConfigError, RunConfig
+from tune_eegpt.training.checkpoint import CheckpointError
 
 
 def paper_aligned() -> RunConfig:
@@ -74,6 +75,21 @@ def test_fingerprint_tracks_outcome_fields_only():
     assert base.with_overrides({"accum_steps": 2}).fingerprint() != base.fingerprint()
     assert base.with_overrides({"out_dir": "elsewhere"}).fingerprint() == base.fingerprint()
     assert base.with_overrides({"device": "cpu"}).fingerprint() == base.fingerprint()
+
+
+def test_a_checkpoint_from_before_a_field_existed_resumes_at_its_old_value(tmp_path):
+    # model.feature_dtype came later: a checkpoint's config without it is float16's
+    from fused_fixtures import probe_trainer
+
+    trainer = probe_trainer(n=40)
+    state = trainer.state_dict()
+    del state["config"]["model"]["feature_dtype"]
+    older = RunConfig.from_dict(state["config"])  # what the old code would fingerprint
+    assert state["config_fingerprint"] == older.fingerprint()
+    probe_trainer(n=40).load_state_dict(state)  # accepted
+    f8 = probe_trainer(n=40, feature_dtype="float8_e4m3")
+    with pytest.raises(CheckpointError, match=r"model.feature_dtype \(checkpoint None"):
+        f8.load_state_dict(state)
 
 
 def test_hyperparameters_are_addressable_by_their_bare_names():

@@ -74,6 +74,9 @@ class ModelConfig:
     checkpoint: str | None = None  # official EEGPT .ckpt or plain encoder state dict
     encoder_seed: int = 0  # deterministic random weights when no checkpoint is given
     feature_cache: bool = True  # precompute frozen features when no adapter is used
+    # How the cached features are stored: float16, or float8 e4m3 (half the bytes; values
+    # rounded to 3 mantissa bits, saturated at +-448; see training/float8.py).
+    feature_dtype: Literal["float16", "float8_e4m3"] = "float16"
     # Factor from the cached windows' microvolts to the encoder's input unit; None -> the
     # size's default (large: 1e-3, as the released weights expect millivolts; small: 1.0).
     input_scale: float | None = None
@@ -331,8 +334,17 @@ def require_real_inputs(cfg: RunConfig, source: str = "config") -> None:
         )
 
 
+# Outcome fields added after checkpoints were first written, with the value every run had
+# before: at that value they stay out of the fingerprint, so older checkpoints still resume.
+ADDED_OUTCOME_FIELDS = {"model.feature_dtype": "float16"}
+
+
 def outcome_fields_of(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {k: v for k, v in flatten(nested).items() if k not in NON_OUTCOME_FIELDS}
+    return {
+        k: v
+        for k, v in flatten(nested).items()
+        if k not in NON_OUTCOME_FIELDS and ADDED_OUTCOME_FIELDS.get(k, _MISSING) != v
+    }
 
 
 def flatten(nested: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -125,7 +125,8 @@ def prepare_features(
     all_windows = WindowSplit("all", cache.windows, cache.meta, cache.channels, cache.sfreq)
     target = Location(cfg.data.cache_dir).child("features")
     local_out = target.path if target.is_local else Path(local_copies).expanduser() / "features"
-    expected = feature_cache_path(local_out, encoder_weights_hash(encoder), cache.key, "float16")
+    dtype = cfg.model.feature_dtype
+    expected = feature_cache_path(local_out, encoder_weights_hash(encoder), cache.key, dtype)
     if not target.is_local and target.child(expected.name).exists():
         return str(target.child(expected.name))
     path = build_feature_cache(
@@ -134,6 +135,7 @@ def prepare_features(
         local_out,
         key=cache.key,
         batch_size=batch_size,
+        dtype=dtype,
         progress=progress,
         device=device,
     )
@@ -148,7 +150,8 @@ def expected_feature_file(cfg: RunConfig, window_key: str, channels: list[str]) 
     """Where ``prepare_features`` puts the features of this encoder (built here to hash
     its weights; nothing is encoded)."""
     encoder = load_encoder(cfg, tuple(channels))
-    name = feature_cache_path(".", encoder_weights_hash(encoder), window_key, "float16").name
+    encoder_hash = encoder_weights_hash(encoder)
+    name = feature_cache_path(".", encoder_hash, window_key, cfg.model.feature_dtype).name
     return str(Location(cfg.data.cache_dir).child("features", name))
 
 
@@ -172,7 +175,9 @@ def build_trainer(
     torch.manual_seed(cfg.train.seed)  # the head's initial weights depend on the seed only
     encoder = None
     if prepared.feature_cache is not None:
-        n_patches, _, embed_dim = open_features(prepared.feature_cache).feature_shape
+        features = open_features(prepared.feature_cache)
+        features.require_dtype(cfg.model.feature_dtype)  # never read as another dtype
+        n_patches, _, embed_dim = features.feature_shape
     else:
         encoder = load_encoder(cfg, tuple(cache.channels))
         n_samples = round(cfg.data.window_s * cfg.data.sfreq)

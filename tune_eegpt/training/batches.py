@@ -16,8 +16,8 @@ import torch
 @runtime_checkable
 class BatchSource(Protocol):
     """A split of windows or features. ``get_batch`` returns ``(x, y)``:
-    ``x`` float32 or float16 of shape (B, ...) (the trainer casts it to float32 once it is
-    on its device) and ``y`` float32 of shape (B,) holding 0/1 labels.
+    ``x`` float32, float16 or float8_e4m3fn of shape (B, ...) (the trainer casts it to
+    float32 once it is on its device) and ``y`` float32 of shape (B,) holding 0/1 labels.
     Optional attribute ``recording_ids``: one id per row, for recording-level metrics."""
 
     def __len__(self) -> int: ...

@@ -10,7 +10,7 @@ one on the generic path; within this path it is, and a resumed run too: the bits
 chunk of micro-batches depend only on (seed, epoch, chunk), never on state carried
 between steps.
 
-On CPU the mask is applied to the stored float16 (or float32) values as integers: the
+On CPU the mask is applied to the stored float16 (float32, float8) values as integers: the
 random bytes are unpacked to one 0/1 byte per element, and an integer multiply of each
 value's bit pattern by its byte (0 * bits = 0, the float +0.0; 1 * bits = the value,
 untouched) zeroes the dropped elements in one pass before the cast to float32. On CUDA
@@ -26,7 +26,8 @@ import torch
 
 _SALT = 0x5EED_D80F  # keeps these streams apart from any other use of the same seed
 _GOLDEN, _MASK64 = 0x9E3779B97F4A7C15, 2**64 - 1
-_INT_OF = {torch.float16: np.int16, torch.float32: np.int32}
+# same-width integers: the masking multiply works on bit patterns (float8 has no numpy type)
+_INT_OF = {torch.float16: torch.int16, torch.float32: torch.int32, torch.float8_e4m3fn: torch.uint8}
 
 
 def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
@@ -34,8 +35,9 @@ def stream_key(seed: int, epoch: int, chunk: int) -> list[int]:
 
 
 def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.Tensor:
-    """Zeroes each element of ``x`` (rows, width), float16 or float32, independently with
-    probability 1/2, in place, and returns ``x``. No scaling: the caller multiplies by 2."""
+    """Zeroes each element of ``x`` (rows, width), float16, float32 or float8_e4m3fn,
+    independently with probability 1/2, in place, and returns ``x``. No scaling: the caller
+    multiplies by 2."""
     if x.device.type != "cpu":
         return _half_dropout_device_(x, seed, epoch, chunk)
     rows, width = x.shape
@@ -44,7 +46,7 @@ def half_dropout_(x: torch.Tensor, seed: int, epoch: int, chunk: int) -> torch.T
     bits = np.random.PCG64(np.random.SeedSequence(stream_key(seed, epoch, chunk)))
     raw = bits.random_raw(words).view(np.uint8)[: rows * row_bytes].reshape(rows, row_bytes)
     keep = np.unpackbits(raw, axis=1, count=width, bitorder="little")  # (rows, width) 0/1
-    values = x.numpy().view(_INT_OF[x.dtype])
+    values = x.view(_INT_OF[x.dtype]).numpy()
     np.multiply(values, keep, out=values, casting="unsafe")  # no wrap-around: keep is 0 or 1
     return x
 
@@ -71,6 +73,9 @@ def half_dropout_device_(x: torch.Tensor, generator: torch.Generator) -> torch.T
     replay from whatever seed the generator holds then."""
     # uniform float32 on [0, 1) in steps of 2**-24: exactly half of them are < 0.5
     keep = torch.rand(x.shape, generator=generator, device=x.device) < 0.5
+    if x.dtype == torch.float8_e4m3fn:  # no float8 multiply: the bits, as in the CPU branch
+        x.view(torch.uint8).mul_(keep)
+        return x
     return x.mul_(keep)
 
 

@@ -20,14 +20,15 @@ import torch
 from tune_eegpt.training.batches import BatchSource, RowSubset, TensorBatches
 from tune_eegpt.training.features import FeatureBatches
 
-_ELEMENT_DTYPES = (torch.float16, torch.float32)
+_ELEMENT_DTYPES = (torch.float16, torch.float32, torch.float8_e4m3fn)
 
 
 @dataclass(frozen=True)
 class FeatureRows:
     """A split's rows, also usable as a BatchSource. ``table`` (M, row_bytes) uint8,
     possibly an overlapping strided view; ``index`` (n,) the table row of each row of the
-    split; ``labels`` (n,) float32; rows hold ``width`` values of ``dtype``, the flattening
+    split; ``labels`` (n,) float32; rows hold ``width`` values of ``dtype`` (float16,
+    float32 or float8_e4m3fn: gathered as bytes, whatever the dtype), the flattening
     of ``feature_shape``; ``source`` names where the table came from (a file path), for
     ``device_features.rows_key``."""
 
@@ -97,8 +98,8 @@ def _file_rows(features: FeatureBatches) -> FeatureRows:
     mapped.seek(0)
     whole = mapped.read_buffer(mapped.size())  # zero-copy: the whole file
     column = table.column("features")
-    dtype = torch.float16 if pa.types.is_float16(column.type.value_type) else torch.float32
-    item = 2 if dtype == torch.float16 else 4
+    dtype = features.dtype  # FeatureBatches.open checked it against the stored values
+    item = dtype.itemsize
     row_bytes = column.type.list_size * item
     offsets = []
     for chunk in column.chunks:

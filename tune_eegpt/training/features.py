@@ -6,16 +6,21 @@ once over a split of windows and writes an Arrow IPC file; every trial process t
 opens it with ``FeatureBatches.open`` (memory-mapped, so the processes on a node share
 one copy through the page cache) and trains the head on it.
 
-File: one row per window, columns ``features`` (fixed-size list of N*S*D float16 or
-float32, the row-major flattening of (N, S, D)), ``label`` (float32) and, when the
-windows have them, ``recording_id``; the shape and identity are in the schema
-metadata. Name: ``features-<window key>-enc<encoder hash>-<dtype>.arrow``, so a new
-encoder (weights, channels or input scale) or new windows never reuse a stale file.
+File: one row per window, columns ``features`` (fixed-size list of N*S*D values, the
+row-major flattening of (N, S, D)), ``label`` (float32) and, when the windows have them,
+``recording_id``; the shape, identity and dtype are in the schema metadata. Values are
+float16 (the default), float32, or float8 e4m3fn (``float8_e4m3``: Arrow has no float8
+type, so the bytes are stored as uint8 and the metadata's dtype says what they are;
+training/float8.py says how they are rounded and saturated). Name:
+``features-<window key>-enc<encoder hash>-<dtype>.arrow``, so a new encoder (weights,
+channels or input scale), new windows or another dtype never reuse a stale file, and a
+file is only ever read as the dtype its metadata names.
 
 Size per hour of EEG (4 s windows, no overlap: 900 windows/hour; N=16, S=4; float16):
     large (D=512): 16*4*512*2 B = 64 KiB/window -> 59.0 MB/hour (TUAB train, ~1,038 h:
                    ~61 GB; about 1.7x the float16 window cache of 19x1024 samples)
     small (D=64):  16*4*64*2 B  =  8 KiB/window ->  7.4 MB/hour (TUAB train: ~7.7 GB)
+float8_e4m3 halves these: 32 KiB and 4 KiB per window.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +43,19 @@ from tqdm.auto import tqdm
 
 from tune_eegpt.atomic_write import atomic_path
 from tune_eegpt.training.batches import BatchSource
+from tune_eegpt.training.float8 import to_e4m3
+
+log = logging.getLogger("tune_eegpt")
 
 SCHEMA_VERSION = 1
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]+$")
-_NUMPY_DTYPES = {"float16": np.float16, "float32": np.float32}
+FeatureDtype = Literal["float16", "float32", "float8_e4m3"]
+# name -> (the values' torch dtype, how Arrow stores them)
+FEATURE_DTYPES: dict[str, tuple[torch.dtype, pa.DataType]] = {
+    "float16": (torch.float16, pa.float16()),
+    "float32": (torch.float32, pa.float32()),
+    "float8_e4m3": (torch.float8_e4m3fn, pa.uint8()),
+}
 
 
 def encoder_weights_hash(module: nn.Module) -> str:
@@ -68,7 +83,7 @@ def build_feature_cache(
     key: str,
     *,
     batch_size: int = 256,
-    dtype: Literal["float16", "float32"] = "float16",
+    dtype: FeatureDtype = "float16",
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> Path:
@@ -79,8 +94,8 @@ def build_feature_cache(
     autocast on a CUDA GPU that supports it) and is left as it was found; the file is
     written to a temporary name and renamed, so a reader never sees half of it.
     """
-    if dtype not in _NUMPY_DTYPES:
-        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(_NUMPY_DTYPES)}")
+    if dtype not in FEATURE_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {sorted(FEATURE_DTYPES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     n_rows = len(windows)
@@ -96,7 +111,8 @@ def build_feature_cache(
     home = next(encoder.parameters(), torch.empty(0)).device
     encoder.eval().to(device)
     try:
-        batches = _encode(encoder, windows, batch_size, device, _NUMPY_DTYPES[dtype])
+        saturated = [0]  # float8 values clamped to +-448, counted by _encode
+        batches = _encode(encoder, windows, batch_size, device, dtype, saturated)
         first = next(batches)  # its shape fixes the schema; written first below
         schema = _schema(
             first[0].shape[1:], encoder_hash, key, dtype, n_rows, _recording_ids(windows)
@@ -111,11 +127,18 @@ def build_feature_cache(
                         bar.update(len(feats))
     finally:
         encoder.train(was_training).to(home)  # as the caller left it
+    if saturated[0]:
+        log.warning(f"{path.name}: {saturated[0]} feature values beyond +-448 saturated")
     return path
 
 
 def _encode(
-    encoder: nn.Module, windows: BatchSource, batch_size: int, device: torch.device, dtype: type
+    encoder: nn.Module,
+    windows: BatchSource,
+    batch_size: int,
+    device: torch.device,
+    dtype: str,
+    saturated: list[int],
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     ids = _recording_ids(windows)
     # bf16 where the GPU has it (Ampere and later); older GPUs and the CPU run float32
@@ -126,8 +149,17 @@ def _encode(
         x, y = windows.get_batch(index)
         with torch.inference_mode(), autocast:
             z = encoder(x.to(device, non_blocking=True))  # (B, N, S, D)
-        feats = z.float().cpu().numpy().astype(dtype, copy=False)
+        feats = _stored(z.float().cpu(), dtype, saturated)
         yield feats, y.float().numpy(), (None if ids is None else ids[index])
+
+
+def _stored(z: torch.Tensor, dtype: str, saturated: list[int]) -> np.ndarray:
+    """Float32 features as the numpy array Arrow stores for ``dtype``."""
+    if dtype == "float8_e4m3":
+        values, n = to_e4m3(z)
+        saturated[0] += n
+        return values.view(torch.uint8).numpy()
+    return z.numpy().astype(np.float16 if dtype == "float16" else np.float32, copy=False)
 
 
 def _recording_ids(windows: BatchSource) -> np.ndarray | None:
@@ -148,7 +180,7 @@ def _schema(
     n_rows: int,
     ids: np.ndarray | None,
 ) -> pa.Schema:
-    value_type = pa.float16() if dtype == "float16" else pa.float32()
+    value_type = FEATURE_DTYPES[dtype][1]
     fields = [
         pa.field("features", pa.list_(value_type, int(np.prod(feature_shape)))),
         pa.field("label", pa.float32()),
@@ -186,6 +218,8 @@ class FeatureBatches:
     def __init__(self, path: Path, table: pa.Table, meta: dict) -> None:
         self.path = path
         self.meta = meta
+        self.dtype_name: str = meta["dtype"]
+        self.dtype: torch.dtype = FEATURE_DTYPES[self.dtype_name][0]
         self.feature_shape: tuple[int, ...] = tuple(meta["feature_shape"])
         self.encoder_hash: str = meta["encoder_hash"]
         self.window_key: str = meta["window_key"]
@@ -204,7 +238,9 @@ class FeatureBatches:
         )
 
     @classmethod
-    def open(cls, path: str | Path) -> FeatureBatches:
+    def open(cls, path: str | Path, dtype: str | None = None) -> FeatureBatches:
+        """The feature file at ``path``; with ``dtype``, a file of another dtype is an
+        error (a cache is never read as a dtype it was not written in)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"feature cache not found: {path}")
@@ -219,7 +255,25 @@ class FeatureBatches:
                 f"{table.num_rows} of {meta.get('rows')} rows; expected schema "
                 f"{SCHEMA_VERSION}, complete. Delete it to have it rebuilt."
             )
-        return cls(path, table, meta)
+        stored = meta.get("dtype")
+        value_type = table.schema.field("features").type.value_type
+        if stored not in FEATURE_DTYPES or FEATURE_DTYPES[stored][1] != value_type:
+            raise ValueError(
+                f"{path}: feature cache says dtype {stored!r} but stores {value_type} values; "
+                f"expected one of {sorted(FEATURE_DTYPES)}. Delete it to have it rebuilt."
+            )
+        features = cls(path, table, meta)
+        if dtype is not None:
+            features.require_dtype(dtype)
+        return features
+
+    def require_dtype(self, dtype: str) -> None:
+        """Raises ValueError unless this file stores ``dtype`` features."""
+        if self.dtype_name != dtype:
+            raise ValueError(
+                f"{self.path}: feature cache holds {self.dtype_name} features, but "
+                f"model.feature_dtype={dtype!r}; prepare the data under this config"
+            )
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -233,5 +287,6 @@ class FeatureBatches:
         for c in np.unique(chunk_of):
             rows = chunk_of == c
             out[rows] = self._chunks[c][indices[rows] - self._starts[c]]
-        x = torch.from_numpy(out).reshape(len(indices), *self.feature_shape)
+        x = torch.from_numpy(out).view(self.dtype)  # float8: its uint8 bytes, reinterpreted
+        x = x.reshape(len(indices), *self.feature_shape)
         return x, self.labels[torch.from_numpy(indices)]

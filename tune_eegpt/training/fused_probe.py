@@ -36,6 +36,7 @@ from tune_eegpt.config import RunConfig
 from tune_eegpt.models.probe import LinearProbeHead
 from tune_eegpt.training.dropout_bits import device_seed, half_dropout_, half_dropout_device_
 from tune_eegpt.training.feature_rows import FeatureRows
+from tune_eegpt.training.float8 import to_float32
 
 CHUNK_BYTES = 4 << 20  # float32 rows prepared at once
 
@@ -171,7 +172,7 @@ class FusedProbeStep:
         """Loss and gradients of rows ``lo:hi`` of the filled chunk."""
         # cast here, one micro-batch at a time: its float32 rows stay in cache for both
         # matrix-vector products
-        x = self._x[: hi - lo].copy_(self._z[lo:hi])  # (B, N*K) float32
+        x = to_float32(self._z[lo:hi], out=self._x[: hi - lo])  # (B, N*K) float32
         return self._loss_and_grads(x, self._y[lo:hi], window_samples)
 
     @property

@@ -33,6 +33,7 @@ from tune_eegpt.training.checkpoint import (
 from tune_eegpt.training.device_features import resident_rows, say_once
 from tune_eegpt.training.device_steps import DeviceSteps
 from tune_eegpt.training.feature_rows import FeatureRows, feature_rows
+from tune_eegpt.training.float8 import as_float32
 from tune_eegpt.training.fused_probe import FusedProbeStep, fused_probe_applies
 from tune_eegpt.training.metrics import binary_metrics, recording_level
 from tune_eegpt.training.onecycle import build_onecycle, check_warmup, schedule_length
@@ -255,7 +256,7 @@ class ProbeTrainer:
         """The generic step: forward and backward of micro-batch ``b`` through autograd."""
         bs = self.cfg.train.batch_size
         x, y = self.train_data.get_batch(order[b * bs : (b + 1) * bs])
-        x = x.to(self.device, non_blocking=True).float()  # float16 features travel as such
+        x = as_float32(x.to(self.device, non_blocking=True))  # float16/8 travel as such
         y = y.to(self.device, non_blocking=True)
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
@@ -371,7 +372,7 @@ class ProbeTrainer:
             with torch.autocast(
                 self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
             ):
-                logits = self.forward(x.to(self.device).float())
+                logits = self.forward(as_float32(x.to(self.device)))
             ps.append(torch.sigmoid(logits.float()).cpu().numpy())
             ys.append(y.numpy())
         self._set_train_mode(True)
