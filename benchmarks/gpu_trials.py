@@ -2,7 +2,7 @@
 all, GPU memory per trial, and the ratio to the GPU's memory-bandwidth floor.
 
     python benchmarks/gpu_trials.py --rows 747000 --trials 1 16 --epochs 2 \
-        [--graphs on|off] [--json benchmarks/results/gpu_trials.json]
+        [--graphs on|off] [--feature-dtype float16|float8_e4m3] [--json FILE]
 
 A holder process fills a (rows, 16 x 4 x 512) float16 feature table on the GPU (random
 values, TUAB's train split size by default: 747k rows = 49 GB) and hands out CUDA IPC
@@ -17,7 +17,8 @@ replaying CUDA graphs (``train.cuda_graphs``; training/device_steps.py): the com
 says what the capture buys.
 
 ``--device cpu`` runs the same logic with a shared-memory table (a small smoke test of
-the script; CPU timings say nothing about a GPU).
+the script; CPU timings say nothing about a GPU). ``--feature-dtype float8_e4m3`` stores
+the table as float8 (``model.feature_dtype``): half the bytes per row.
 """
 
 from __future__ import annotations
@@ -42,25 +43,28 @@ from tune_eegpt.training.feature_rows import FeatureRows  # noqa: E402
 from tune_eegpt.training.trainer import ProbeTrainer  # noqa: E402
 
 SHAPE = (16, 4, 512)  # the large encoder's features per window
+DTYPES = {"float16": torch.float16, "float8_e4m3": torch.float8_e4m3fn}  # model.feature_dtype
 
 
-def make_table(rows: int, device: str) -> FeatureRows:
+def make_table(rows: int, device: str, dtype: torch.dtype = torch.float16) -> FeatureRows:
     width = SHAPE[0] * SHAPE[1] * SHAPE[2]
-    table = torch.empty(rows, width * 2, dtype=torch.uint8, device=device)
+    item = torch.empty(0, dtype=dtype).element_size()
+    table = torch.empty(rows, width * item, dtype=torch.uint8, device=device)
     generator = torch.Generator(device=device).manual_seed(0)
     for start in range(0, rows, 8192):
-        part = table[start : start + 8192].view(torch.float16)
-        part.normal_(generator=generator)
+        part = table[start : start + 8192].view(dtype)
+        values = torch.randn(part.shape, generator=generator, device=device)
+        part.copy_(values.to(dtype))
     labels = (torch.rand(rows, generator=generator, device=device) < 0.5).float()
     index = torch.arange(rows, device=device)
     if device == "cpu":
         for t in (table, labels, index):
             t.share_memory_()
-    return FeatureRows(table, index, labels, torch.float16, SHAPE, "benchmark")
+    return FeatureRows(table, index, labels, dtype, SHAPE, "benchmark")
 
 
-def holder(rows: int, device: str, exports, stop) -> None:
-    table = make_table(rows, device)
+def holder(rows: int, device: str, dtype: str, exports, stop) -> None:
+    table = make_table(rows, device, DTYPES[dtype])
     if device == "cuda":
         torch.cuda.synchronize()
         copy = torch.empty_like(table.table[: min(rows, 65536)])
@@ -118,20 +122,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--graphs", choices=["on", "off"], default="on")
+    parser.add_argument("--feature-dtype", choices=sorted(DTYPES), default="float16")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
     exports, stop = ctx.Queue(), ctx.Queue()
-    keeper = ctx.Process(target=holder, args=(args.rows, args.device, exports, stop))
+    keeper = ctx.Process(
+        target=holder, args=(args.rows, args.device, args.feature_dtype, exports, stop)
+    )
     keeper.start()
-    width_bytes = SHAPE[0] * SHAPE[1] * SHAPE[2] * 2
+    item = torch.empty(0, dtype=DTYPES[args.feature_dtype]).element_size()
+    width_bytes = SHAPE[0] * SHAPE[1] * SHAPE[2] * item
     table_gb = args.rows * width_bytes / 1e9
     report = {
         "rows": args.rows,
         "table_gb": table_gb,
         "batch_size": args.batch_size,
         "graphs": args.graphs,
+        "feature_dtype": args.feature_dtype,
         "runs": [],
     }
     try:
