@@ -1,6 +1,7 @@
 """The one atomic writer: readers see the old file or the whole new one."""
 
 import os
+import signal
 
 import pytest
 
@@ -40,3 +41,27 @@ def test_a_folder_is_written_whole(tmp_path):
         assert not target.exists()
     assert (target / "train" / "a.edf").read_bytes() == b"edf"
     assert [p.name for p in tmp_path.iterdir()] == ["corpus"]
+
+
+class _InterruptWhenPickled:
+    """Sends this process a Ctrl-C while torch.save is writing it."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, (7,))
+
+
+def test_ctrl_c_inside_a_checkpoint_write_is_raised_once_the_file_is_whole(tmp_path):
+    # without the deferral torch.save's zip writer turns the interrupt into a RuntimeError
+    # ("unexpected pos ...") and the run ends as a crash instead of an interrupt
+    import torch
+
+    from tune_eegpt.training.checkpoint import save_atomic
+
+    target = tmp_path / "step-000000001.pt"
+    state = {"head": torch.arange(100_000.0), "marker": _InterruptWhenPickled()}
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic(state, target)
+    loaded = torch.load(target, weights_only=False)  # our own file: int is pickled
+    assert loaded["marker"] == 7 and torch.equal(loaded["head"], state["head"])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +44,28 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C during the block takes effect when it ends (in the main thread; elsewhere
+    signals do not arrive anyway). For short writes that must finish once started: a
+    KeyboardInterrupt inside ``torch.save`` surfaces as a RuntimeError from its zip writer,
+    which would turn a clean interrupt into a crash."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: received.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        if callable(previous):
+            previous(*received[0])
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 def atomic_write_bytes(final: str | Path, data: bytes) -> Path:

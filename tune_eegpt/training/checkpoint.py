@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tune_eegpt.atomic_write import atomic_path
+from tune_eegpt.atomic_write import atomic_path, sigint_deferred
 
 CHECKPOINT_FORMAT = "tune-eegpt/probe-trainer/v1"
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
@@ -27,9 +27,10 @@ def checkpoint_name(global_step: int) -> str:
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
-    a reader sees the old file or the complete new one, never a half-written one."""
+    a reader sees the old file or the complete new one, never a half-written one. A Ctrl-C
+    meanwhile is raised once the file is in place."""
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with sigint_deferred(), atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)
     return path
 
