@@ -206,7 +206,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
 
     trials = ExperimentAnalysis(str(experiment)).trials
     assert len(trials) == 6  # every trial of the experiment, none lost
-    assert all(t.status == "TERMINATED" for t in trials)
+    statuses = [(t.trial_id, t.status, t.error_file) for t in trials]
+    assert all(t.status == "TERMINATED" for t in trials), (statuses, resumed.stdout[-3000:])
     after = trial_rows(experiment)
     in_state = {Path(t.path).name for t in trials}
     assert all(after[name][-1]["schedule_done"] for name in in_state)
