@@ -1,12 +1,10 @@
 """The fused step's sync-free queue (training/device_steps.py), the path a GPU takes, run
 here on a CPU: the same steps, losses, grad norms and weights as the per-step fused path,
-bit for bit; divergence found at the same step; resume bit-exact; CUDA graphs where a GPU
-is present."""
+bit for bit; divergence found at the same step; CUDA graphs where a GPU is present. Its
+resume in a fresh process is tested with the fused path's (test_fused_probe.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -85,21 +83,6 @@ def test_capture_needs_a_cuda_device_and_the_switch() -> None:
     off = probe_trainer(defer_sync=True, cuda_graphs=False, **SETTINGS)
     assert "train.cuda_graphs=false" in off.device_steps.capture_skipped_because
     assert probe_trainer(**SETTINGS).device_steps is None  # a CPU's default: per-step syncs
-
-
-@pytest.mark.slow
-def test_queued_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path) -> None:
-    for args in (("full",), ("stop", 10), ("resume",)):
-        command = [sys.executable, str(WORKER), "deferred", args[0], str(tmp_path)]
-        command += [str(a) for a in args[1:]]
-        subprocess.run(command, check=True, timeout=120)
-    full = torch.load(tmp_path / "full.pt", weights_only=False)
-    resumed = torch.load(tmp_path / "resume.pt", weights_only=False)
-    assert [s["global_step"] for s in resumed["steps"]] == list(range(10, 21))
-    assert resumed["steps"] == full["steps"][10:]
-    assert resumed["metrics"] == full["metrics"][1:]
-    for name, value in full["head"].items():
-        assert torch.equal(resumed["head"][name], value), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

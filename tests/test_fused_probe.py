@@ -152,11 +152,12 @@ def test_what_in_a_config_alone_keeps_a_run_off_the_fused_step() -> None:
 
 
 @pytest.mark.slow
-def test_fused_resume_in_a_fresh_process_is_bit_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["fused", "deferred"])  # per-step syncs; the GPU's queue
+def test_fused_resume_in_a_fresh_process_is_bit_identical(path: str, tmp_path: Path) -> None:
     # 150 rows / batch 8 = 19 micro-batches, accum 3 -> 7 steps per epoch; step 10 is in
     # the middle of epoch 2 (and of its chunk of prepared rows).
     for args in (("full",), ("stop", 10), ("resume",)):
-        command = [sys.executable, str(WORKER), "fused", args[0], str(tmp_path)]
+        command = [sys.executable, str(WORKER), path, args[0], str(tmp_path)]
         command += [str(a) for a in args[1:]]
         subprocess.run(command, check=True, timeout=120)
     full = torch.load(tmp_path / "full.pt", weights_only=False)
