@@ -15,7 +15,6 @@ from tune_eegpt.training import device_steps
 from tune_eegpt.training.step_log import read_steps_csv
 from tune_eegpt.training.trainer import Diverged
 
-WORKER = Path(__file__).with_name("resume_worker.py")
 # 200 rows / batch 16 = 13 micro-batches; accum 3 -> 5 steps per epoch, the last window a
 # single micro-batch of 8 rows
 SETTINGS = dict(n=200, batch_size=16, accum_steps=3, epochs=3, max_lr=3e-3)

@@ -83,16 +83,16 @@ class DeviceSteps:
     def micro_batch(self, b: int, window_samples: int, full_window_samples: int) -> int:
         """Queues micro-batch ``b``: its loss joins the window's; returns its rows."""
         fused = self.fused
-        first = fused._overwrite  # the window's first micro-batch
+        first = fused.window_starts  # the window's first micro-batch
         chunk, i = divmod(b, fused.chunk_batches)
-        if chunk != fused._chunk:
+        if chunk != fused.staged_chunk:
             n = fused.stage(chunk)
             if self._capturable(n, window_samples, full_window_samples):
                 body = lambda: self._full_micro_batch(window_samples, first)  # noqa: E731
                 self._replay("first" if first else "next", body)
                 return n
-            fused._fill(n)
-        lo, hi = i * fused.batch_size, min((i + 1) * fused.batch_size, fused._n)
+            fused.fill(n)
+        lo, hi = i * fused.batch_size, min((i + 1) * fused.batch_size, fused.staged_rows)
         self._add_loss(fused.compute(lo, hi, window_samples), first)
         return hi - lo
 
@@ -135,7 +135,7 @@ class DeviceSteps:
     # ---- the captured bodies ---------------------------------------------------------
     def _full_micro_batch(self, window_samples: int, first: bool) -> None:
         fused = self.fused
-        fused._fill(fused.batch_size)
+        fused.fill(fused.batch_size)
         self._add_loss(fused.compute(0, fused.batch_size, window_samples), first)
 
     def _add_loss(self, loss: torch.Tensor | float, first: bool) -> None:
@@ -178,7 +178,7 @@ class DeviceSteps:
             graph = self._graphs[name] = self._capture(body)
         graph.replay()
         if name != "step":
-            self.fused._overwrite = False  # what the captured body did on the host
+            self.fused.window_starts = False  # what the captured body did on the host
 
     def _warm_up(self, body: Callable[[], None]) -> None:
         current = torch.cuda.current_stream(self.fused.device)
@@ -190,14 +190,14 @@ class DeviceSteps:
 
     def _capture(self, body: Callable[[], None]) -> torch.cuda.CUDAGraph:
         fused = self.fused
-        overwrite = fused._overwrite
+        starts = fused.window_starts
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(fused._generator)
+        graph.register_generator_state(fused.generator)
         # thread_local: a CUDA call from another thread of this process (a logger, Ray's)
         # does not invalidate this capture
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             body()  # recorded, not run: the replay that follows does the work
-        fused._overwrite = overwrite
+        fused.window_starts = starts
         return graph

@@ -94,12 +94,12 @@ class FusedProbeStep:
         self._ys = torch.empty(1, rows.width, device=self.device)
         self._order: torch.Tensor | None = None
         self._epoch = -1
-        self._chunk, self._n = -1, 0
+        self.staged_chunk, self.staged_rows = -1, 0  # what stage() last prepared
         self._z = self._x = self._y = self._index = self._labels = None
         if not self._on_cpu:  # one micro-batch per chunk: the unit a CUDA graph replays
             self.chunk_batches = 1
         if rows.table.device.type != "cpu":  # the device's dropout stream (dropout_bits)
-            self._generator = torch.Generator(device=rows.table.device)
+            self.generator = torch.Generator(device=rows.table.device)
         # All gradients live in one flat buffer: written in place (no allocation, no
         # zero_grad) and normed in one op. The parameters' .grad are views of it.
         params = [head.probe1.weight, head.probe1.bias, head.probe2.weight, head.probe2.bias]
@@ -110,11 +110,11 @@ class FusedProbeStep:
             for g, p in zip(self.grads.split([p.numel() for p in params]), params, strict=True)
         ]
         self._g_w2 = self._grad_views[2].view(self._n_patches, -1)  # (N, H)
-        self._overwrite = True  # the next micro-batch starts an accumulation window
+        self.window_starts = True  # the next micro-batch starts an accumulation window
 
     def new_window(self) -> None:
         """After an optimizer step: the next micro-batch's gradients replace these."""
-        self._overwrite = True
+        self.window_starts = True
 
     def grad_norm(self) -> torch.Tensor:
         return torch.linalg.vector_norm(self.grads)
@@ -122,20 +122,20 @@ class FusedProbeStep:
     def start_epoch(self, order: np.ndarray, epoch: int) -> None:
         order = torch.from_numpy(np.asarray(order, dtype=np.int64))
         self._order = order.to(self.rows.index.device)  # where the rows are gathered
-        self._epoch, self._chunk = epoch, -1
+        self._epoch, self.staged_chunk = epoch, -1
 
     def micro_batch(self, b: int, window_samples: int) -> tuple[torch.Tensor | float, int]:
         """Accumulates micro-batch ``b``'s gradients; returns (its loss: a float on a CPU,
         a detached tensor elsewhere; rows)."""
         chunk, i = divmod(b, self.chunk_batches)
-        if chunk != self._chunk:
-            self._fill(self.stage(chunk))
-        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, self._n)
+        if chunk != self.staged_chunk:
+            self.fill(self.stage(chunk))
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, self.staged_rows)
         return self.compute(lo, hi, window_samples), hi - lo
 
     def stage(self, chunk: int) -> int:
-        """Host-side work before ``_fill``: the chunk's order into the index buffer, the
-        dropout generator keyed; returns the chunk's row count. What ``_fill`` and
+        """Host-side work before ``fill``: the chunk's order into the index buffer, the
+        dropout generator keyed; returns the chunk's row count. What ``fill`` and
         ``compute`` do afterwards reads only buffers of fixed address (a CUDA graph can
         replay them: training/device_steps.py)."""
         rows_per_chunk = self.chunk_batches * self.batch_size
@@ -151,20 +151,20 @@ class FusedProbeStep:
             self._y = torch.empty(rows_per_chunk, 1, device=self.device)
             self._x = torch.empty(self.batch_size, self.rows.width, device=self.device)
         self._index[:n].copy_(index)
-        self._chunk, self._n = chunk, n
+        self.staged_chunk, self.staged_rows = chunk, n
         if self._drops and self._z.device.type != "cpu":
-            self._generator.manual_seed(device_seed(self.seed, self._epoch, chunk))
+            self.generator.manual_seed(device_seed(self.seed, self._epoch, chunk))
         return n
 
-    def _fill(self, n: int) -> None:
+    def fill(self, n: int) -> None:
         """The staged chunk's rows gathered, dropped out (stored dtype), and labels."""
         index = self._index[:n]
         z = self.rows.gather(index, out=self._z[:n])  # (R, N*K) in the stored dtype
         if self._drops:
             if z.device.type == "cpu":
-                half_dropout_(z, self.seed, self._epoch, self._chunk)
+                half_dropout_(z, self.seed, self._epoch, self.staged_chunk)
             else:
-                half_dropout_device_(z, self._generator)
+                half_dropout_device_(z, self.generator)
         labels = torch.index_select(self._labels, 0, index)
         self._y[:n].copy_(labels.view(-1, 1), non_blocking=True)
 
@@ -203,20 +203,20 @@ class FusedProbeStep:
         if self._params[0].grad is not self._grad_views[0]:  # a zero_grad since: attach
             for p, g in zip(self._params, self._grad_views, strict=True):
                 p.grad = g
-            self._overwrite = True
+            self.window_starts = True
         if self._on_cpu:  # dL/db2 as a float: scalar factors, no extra calls
             self._add_grads(col, ys, d.sum().item() / window_samples, window_samples)
-            self._overwrite = False
+            self.window_starts = False
             return loss.item() / window_samples
         self._add_grads_device(col, ys, d.sum(0).div_(window_samples), window_samples)
-        self._overwrite = False
+        self.window_starts = False
         return loss.div_(window_samples)
 
     def _add_grads(self, col: torch.Tensor, ys: torch.Tensor, db2: float, ws: int) -> None:
         w1, b1, w2 = self._w1, self._b1, self._w2
         g_w1, g_b1, _, g_b2 = self._grad_views
         g_w2, alpha = self._g_w2, self.scale / ws
-        if self._overwrite:
+        if self.window_starts:
             torch.addmm(g_w1, w2.t(), ys, beta=0.0, alpha=alpha, out=g_w1)
             torch.mul(col, db2, out=g_b1)
             torch.addmm(b1.view(1, -1), ys, w1.t(), beta=db2, alpha=alpha, out=g_w2)
@@ -233,7 +233,7 @@ class FusedProbeStep:
         w1, b1, w2 = self._w1, self._b1, self._w2
         g_w1, g_b1, _, g_b2 = self._grad_views
         g_w2, alpha = self._g_w2, self.scale / ws
-        if self._overwrite:
+        if self.window_starts:
             torch.addmm(g_w1, w2.t(), ys, beta=0.0, alpha=alpha, out=g_w1)
             torch.mul(col, db2, out=g_b1)
             torch.addmm(b1 * db2, ys, w1.t(), alpha=alpha, out=g_w2)
