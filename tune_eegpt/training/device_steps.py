@@ -27,6 +27,7 @@ every step when capture is off or impossible (the reason is kept in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +38,8 @@ from tune_eegpt.training.device_features import same_device
 from tune_eegpt.training.fused_probe import FusedProbeStep
 
 LOG_SLOTS = 4096  # optimizer steps between forced flushes
+# torch's notice when a capturable optimizer steps outside a capture: true of the first step
+_UNCAPTURED = "This instance was constructed with capturable=True"
 
 
 def capture_blocker(fused: FusedProbeStep, want: bool) -> str | None:
@@ -104,7 +107,9 @@ class DeviceSteps:
         if self.capture_skipped_because is None and self.adamw.applies and self._has_state():
             self._replay("step", self._step)
         else:
-            self._step()
+            with warnings.catch_warnings():  # the first step, before there is state to capture
+                warnings.filterwarnings("ignore", message=_UNCAPTURED, category=UserWarning)
+                self._step()
         self.pending += 1
         self.fused.new_window()
 

@@ -31,7 +31,7 @@ from tune_eegpt.training.checkpoint import (
     save_atomic,
 )
 from tune_eegpt.training.device_features import resident_rows, say_once
-from tune_eegpt.training.device_steps import DeviceSteps
+from tune_eegpt.training.device_steps import DeviceSteps, capture_blocker
 from tune_eegpt.training.feature_rows import FeatureRows, feature_rows
 from tune_eegpt.training.float8 import as_float32
 from tune_eegpt.training.fused_probe import FusedProbeStep, fused_probe_applies
@@ -103,6 +103,7 @@ class ProbeTrainer:
         if defer_sync is None:
             defer_sync = self.device.type != "cpu"
         defer = self.fused is not None and defer_sync
+        captures = defer and capture_blocker(self.fused, t.cuda_graphs) is None
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.schedule.max_lr,
@@ -113,7 +114,7 @@ class ProbeTrainer:
             # per-step overhead (same update rule, summed in another order)
             fused=self.fused is not None or None,
             # step counters on the device, where a CUDA graph can advance them
-            capturable=defer,
+            capturable=captures,
         )
 
         direct = DirectAdamW(self.optimizer)  # optimizer.step() without its Python wrapper
