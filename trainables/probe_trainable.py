@@ -17,10 +17,13 @@ from typing import Any
 import ray
 from ray import tune
 
+from trainables.checkpoint_fallback import existing_checkpoint
 from trainables.feature_holder import share_train_features
 from tune_eegpt.config import RunConfig
 from tune_eegpt.pipeline import PreparedData, build_trainer
 from tune_eegpt.training.trainer import Diverged
+
+log = logging.getLogger("tune_eegpt")
 
 # Reported when a trial diverged: a diverged probe carries no information (chance level).
 DIVERGED_AUROC = 0.5
@@ -89,6 +92,20 @@ class ProbeTrainable(tune.Trainable):
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:
         self.trainer.load_checkpoint(checkpoint)
+
+    def restore(self, checkpoint_path: Any) -> None:
+        result, replacement = existing_checkpoint(checkpoint_path)
+        super().restore(result)
+        if replacement is not None:  # Tune's iteration count follows the trainer's epochs
+            gone = getattr(checkpoint_path, "checkpoint", None)
+            log.warning(
+                "trial %s: %s is gone from storage (a driver killed between Tune's clean-up "
+                "and its next state snapshot); restored from %s, the newest this trial kept",
+                self.trial_id,
+                getattr(gone, "path", gone),
+                replacement,
+            )
+            self._iteration = self.trainer.epoch
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.trainer.close()
