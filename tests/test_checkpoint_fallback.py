@@ -1,23 +1,18 @@
 """A trial whose recorded checkpoint Tune deleted restores from the newest it kept
-(trainables/checkpoint_fallback.py)."""
+(trainables/checkpoint_fallback.py): the choice of folder here; a real Tune restore in
+test_search.py (test_crashed_trial_resumes_from_checkpoint_with_same_result)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import pyarrow.fs as pafs
 import pytest
 
 tune = pytest.importorskip("ray.tune")
 
+# what Tune hands Trainable.restore: a checkpoint and its metrics
+from ray.train._internal.session import _TrainingResult as Restored  # noqa: E402
+
 from trainables.checkpoint_fallback import existing_checkpoint  # noqa: E402
-
-
-@dataclass
-class Restored:  # the shape of what Tune hands Trainable.restore: a checkpoint and metrics
-    checkpoint: Any
-    metrics: dict
 
 
 def _folder(trial, name, state_file=True):

@@ -16,7 +16,7 @@ from tune_eegpt import search
 
 ray = pytest.importorskip("ray")
 
-from trainable_fixtures import crash_once, shipped_by_value  # noqa: E402
+from trainable_fixtures import crash_once, lose_checkpoint_once, shipped_by_value  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,12 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, ba
 
 
 @pytest.mark.slow
-def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, base, tmp_path):
+@pytest.mark.parametrize("failure", [crash_once, lose_checkpoint_once])
+def test_crashed_trial_resumes_from_checkpoint_with_same_result(
+    ray_cluster, base, tmp_path, failure
+):
+    # lose_checkpoint_once: the checkpoint Tune restores from is gone, a newer folder holds
+    # the same state (what a hard-killed driver can leave): the trial goes on from it
     folder, config = base
     space = write_space(tmp_path, "one", {"max_lr": {"distribution": "choice", "values": [3e-3]}})
     args = [
@@ -111,7 +116,7 @@ def test_crashed_trial_resumes_from_checkpoint_with_same_result(ray_cluster, bas
     ]
     assert run(args + ["--name", "clean"]) == 0
     marker = tmp_path / "crashed-once"
-    assert run(args + ["--name", "crash"], trainable=crash_once(marker, epoch=2)) == 0
+    assert run(args + ["--name", "crash"], trainable=failure(marker, epoch=2)) == 0
     assert marker.exists()
     (clean,) = trial_rows(tmp_path / "clean").values()
     (crashed,) = trial_rows(tmp_path / "crash").values()

@@ -30,6 +30,25 @@ def crash_once(marker: str | Path, epoch: int = 2) -> type[CrashOnceTrainable]:
     return type("CrashOnce", (CrashOnceTrainable,), {"marker": str(marker), "crash_epoch": epoch})
 
 
+class LoseCheckpointOnceTrainable(CrashOnceTrainable):
+    """CrashOnceTrainable whose newest checkpoint folder moves to a higher number just
+    before the crash: Tune's record then names a folder that is gone while a newer one
+    holds the state, as a driver killed between Tune's clean-up of old checkpoints and its
+    next state snapshot leaves it (trainables/checkpoint_fallback.py)."""
+
+    def step(self):
+        if self.trainer.epoch == self.crash_epoch and not Path(self.marker).exists():
+            trial = Path(self._storage.trial_fs_path)  # local storage in the tests
+            newest = sorted(trial.glob("checkpoint_*"))[-1]
+            newest.rename(trial / "checkpoint_000099")
+        return super().step()
+
+
+def lose_checkpoint_once(marker: str | Path, epoch: int = 2) -> type[CrashOnceTrainable]:
+    attrs = {"marker": str(marker), "crash_epoch": epoch}
+    return type("LoseCheckpointOnce", (LoseCheckpointOnceTrainable,), attrs)
+
+
 @contextmanager
 def shipped_by_value() -> Iterator[None]:
     """Ray's workers cannot import this test module: pickle its classes by value."""
