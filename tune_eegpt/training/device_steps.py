@@ -61,8 +61,9 @@ class DeviceSteps:
         fused: FusedProbeStep,
         optimizer: torch.optim.AdamW,
         grad_clip: float | None,
-        capture: bool,
+        capture_skipped_because: str | None,
     ) -> None:
+        """``capture_skipped_because``: ``capture_blocker``'s answer (None: capture)."""
         self.fused, self.optimizer, self.grad_clip = fused, optimizer, grad_clip
         self.adamw = DirectAdamW(optimizer)
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -78,7 +79,7 @@ class DeviceSteps:
         self.norms = torch.zeros(self.log_slots, dtype=torch.float64, device=device)
         self._slot = torch.zeros(1, dtype=torch.int64, device=device)
         self.pending = 0  # steps written to the log slots since the last flush
-        self.capture_skipped_because = capture_blocker(fused, capture)
+        self.capture_skipped_because = capture_skipped_because
         self._graphs: dict[str, torch.cuda.CUDAGraph] = {}
         self._warmed: set[str] = set()
         self._pool = None  # one memory pool for the graphs: they never run at once
@@ -87,17 +88,17 @@ class DeviceSteps:
         """Queues micro-batch ``b``: its loss joins the window's; returns its rows."""
         fused = self.fused
         first = fused.window_starts  # the window's first micro-batch
-        chunk, i = divmod(b, fused.chunk_batches)
-        if chunk != fused.staged_chunk:
+        chunk = b // fused.chunk_batches
+        if self.capture_skipped_because is None and chunk != fused.staged_chunk:
             n = fused.stage(chunk)
             if self._capturable(n, window_samples, full_window_samples):
                 body = lambda: self._full_micro_batch(window_samples, first)  # noqa: E731
                 self._replay("first" if first else "next", body)
                 return n
             fused.fill(n)
-        lo, hi = i * fused.batch_size, min((i + 1) * fused.batch_size, fused.staged_rows)
-        self._add_loss(fused.compute(lo, hi, window_samples), first)
-        return hi - lo
+        loss, rows = fused.micro_batch(b, window_samples)  # finds its chunk staged
+        self._add_loss(loss, first)
+        return rows
 
     def optimizer_step(self, lr: float) -> None:
         """Queues one optimizer step at ``lr``: gradient norm (clip), log slots, AdamW."""
@@ -161,8 +162,7 @@ class DeviceSteps:
     # ---- capture -----------------------------------------------------------------------
     def _capturable(self, n: int, window_samples: int, full_window_samples: int) -> bool:
         return (
-            self.capture_skipped_because is None
-            and n == self.fused.batch_size
+            n == self.fused.batch_size
             and window_samples == full_window_samples
             and self._has_state()  # after the first step: the same kernels as every other
         )

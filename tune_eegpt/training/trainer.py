@@ -103,7 +103,7 @@ class ProbeTrainer:
         if defer_sync is None:
             defer_sync = self.device.type != "cpu"
         defer = self.fused is not None and defer_sync
-        captures = defer and capture_blocker(self.fused, t.cuda_graphs) is None
+        no_capture = capture_blocker(self.fused, t.cuda_graphs) if defer else "no queue"
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.schedule.max_lr,
@@ -114,7 +114,7 @@ class ProbeTrainer:
             # per-step overhead (same update rule, summed in another order)
             fused=self.fused is not None or None,
             # step counters on the device, where a CUDA graph can advance them
-            capturable=captures,
+            capturable=no_capture is None,
         )
 
         direct = DirectAdamW(self.optimizer)  # optimizer.step() without its Python wrapper
@@ -122,10 +122,10 @@ class ProbeTrainer:
         self.device_steps = None  # the fused step's sync-free queue, where it is used
         if defer:
             self.device_steps = DeviceSteps(
-                self.fused, self.optimizer, cfg.optim.grad_clip, t.cuda_graphs
+                self.fused, self.optimizer, cfg.optim.grad_clip, no_capture
             )
-            if self.device.type == "cuda" and self.device_steps.capture_skipped_because:
-                say_once(f"no CUDA graphs: {self.device_steps.capture_skipped_because}")
+            if self.device.type == "cuda" and no_capture:
+                say_once(f"no CUDA graphs: {no_capture}")
         self._queued: list[tuple[int, int, float]] = []  # (step, epoch, lr) not yet flushed
 
         self.batches_per_epoch = math.ceil(len(train_data) / t.batch_size)
@@ -160,7 +160,7 @@ class ProbeTrainer:
             return "an encoder or adapter runs in front of the head"
         if self.cfg.train.precision != "fp32":
             return f"precision {self.cfg.train.precision} (the fused step is float32)"
-        return fused_probe_applies(self.head, rows)
+        return fused_probe_applies(self.head, rows)  # the head's own dropout, not cfg.probe's
 
     # ---- training --------------------------------------------------------------------
     @property
@@ -191,14 +191,14 @@ class ProbeTrainer:
             # The loss is a mean over the samples of the whole accumulation window, so a
             # short last window weighs each of its samples like a full one.
             window_samples = min(window_end * t.batch_size, n) - window_start * t.batch_size
-            if self.device_steps is not None:  # queued: no host sync
+            if self.device_steps is not None:  # queued: its loss stays on the device
                 rows = self.device_steps.micro_batch(b, window_samples, full_window)
-                loss = 0.0
-            elif self.fused is not None:  # forward + backward without autograd
-                loss, rows = self.fused.micro_batch(b, window_samples)
             else:
-                loss, rows = self._micro_batch(order, b, window_samples)
-            window_loss = window_loss + loss
+                if self.fused is not None:  # forward + backward without autograd
+                    loss, rows = self.fused.micro_batch(b, window_samples)
+                else:
+                    loss, rows = self._micro_batch(order, b, window_samples)
+                window_loss = window_loss + loss
             self.samples_seen += rows
             b += 1
             self.batch_in_epoch = b
