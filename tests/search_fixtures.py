@@ -29,6 +29,12 @@ def write_space(folder: Path, name: str, params: dict, fixed: dict | None = None
     return path
 
 
+def search_flags(config: Path, space: Path, storage: Path, name: str, *extra: str) -> list[str]:
+    """The flags of ``python -m tune_eegpt.search`` for a test search, then ``extra``."""
+    common = ["--config", str(config), "--space", str(space), "--storage", str(storage)]
+    return [*common, "--name", name, *extra]
+
+
 def prepare(config_path: Path) -> None:
     prepare_data(RunConfig.from_yaml(config_path), workers=2, progress=False)
 

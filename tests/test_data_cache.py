@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from tune_eegpt.channel_names import OLD_TO_NEW_10_20
 from tune_eegpt.config import STANDARD_10_20, DataConfig
 from tune_eegpt.data import (
     EmptyCacheError,
@@ -198,27 +199,9 @@ def _add_bad_files(root: Path) -> dict[str, str]:
         edfio.Edf(signals).write(path)
         return path
 
-    tuab = [
-        "FP1",
-        "FP2",
-        "F3",
-        "F4",
-        "C3",
-        "C4",
-        "P3",
-        "P4",
-        "O1",
-        "O2",
-        "F7",
-        "F8",
-        "T3",
-        "T4",
-        "T5",
-        "T6",
-        "FZ",
-        "CZ",
-        "PZ",
-    ]
+    # the 19 channels under TUAB's old 10-20 temporal names
+    old_name = {new: old for old, new in OLD_TO_NEW_10_20.items()}
+    tuab = [old_name.get(c, c) for c in STANDARD_10_20]
     (folder / "zzgarbag_s001_t000.edf").write_bytes(rng.bytes(3000))
     truncated = edf("zztrunca_s001_t000", 250, 12, tuab)
     truncated.write_bytes(truncated.read_bytes()[:-5000])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from search_fixtures import run_search_cli, write_space
+from search_fixtures import run_search_cli, search_flags, write_space
 
 from tune_eegpt import search
 
@@ -56,24 +56,14 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, ba
         },
     )
     code = run(
-        [
-            "--config",
-            str(config),
-            "--space",
-            str(space),
-            "--num-samples",
-            "8",
-            "--max-concurrent",
-            "1",
-            "--grace-period",
-            "1",
-            "--reduction-factor",
-            "2",
-            "--storage",
-            str(tmp_path),
-            "--name",
+        search_flags(
+            config,
+            space,
+            tmp_path,
             "small",
-        ]
+            *("--num-samples", "8", "--max-concurrent", "1"),
+            *("--grace-period", "1", "--reduction-factor", "2"),
+        )
     )
     assert code == 0
     experiment = tmp_path / "small"
@@ -104,19 +94,10 @@ def test_crashed_trial_resumes_from_checkpoint_with_same_result(
     # the same state (what a hard-killed driver can leave): the trial goes on from it
     folder, config = base
     space = write_space(tmp_path, "one", {"max_lr": {"distribution": "choice", "values": [3e-3]}})
-    args = [
-        "--config",
-        str(config),
-        "--space",
-        str(space),
-        "--num-samples",
-        "1",
-        "--storage",
-        str(tmp_path),
-    ]
-    assert run(args + ["--name", "clean"]) == 0
+    assert run(search_flags(config, space, tmp_path, "clean", "--num-samples", "1")) == 0
     marker = tmp_path / "crashed-once"
-    assert run(args + ["--name", "crash"], trainable=failure(marker, epoch=2)) == 0
+    crash = search_flags(config, space, tmp_path, "crash", "--num-samples", "1")
+    assert run(crash, trainable=failure(marker, epoch=2)) == 0
     assert marker.exists()
     (clean,) = trial_rows(tmp_path / "clean").values()
     (crashed,) = trial_rows(tmp_path / "crash").values()
@@ -134,22 +115,8 @@ def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_p
     space = write_space(
         tmp_path, "div", {"max_lr": {"distribution": "choice", "values": [1e20, 3e-3]}}
     )
-    code = run(
-        [
-            "--config",
-            str(config),
-            "--space",
-            str(space),
-            "--num-samples",
-            "3",
-            "--max-concurrent",
-            "1",
-            "--storage",
-            str(tmp_path),
-            "--name",
-            "div",
-        ]
-    )
+    extra = ("--num-samples", "3", "--max-concurrent", "1")
+    code = run(search_flags(config, space, tmp_path, "div", *extra))
     assert code == 0
     last = [r[-1] for r in trial_rows(tmp_path / "div").values()]
     diverged = [r for r in last if r["diverged"]]
@@ -171,27 +138,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
     space = write_space(
         tmp_path, "k", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "tune_eegpt.search",
-        "--config",
-        str(config),
-        "--space",
-        str(space),
-        "--num-samples",
-        "6",
-        "--max-concurrent",
-        "1",
-        "--grace-period",
-        "4",
-        "--storage",
-        str(tmp_path),
-        "--name",
-        "k",
-        "--address",
-        ray_cluster,
-    ]
+    extra = ("--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4")
+    cmd = search_command(config, space, tmp_path, "k", ray_cluster, *extra)
     driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     experiment = tmp_path / "k"
     deadline = time.time() + 180
@@ -224,22 +172,8 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
 
 
 def search_command(config, space, storage, name, address, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "tune_eegpt.search",
-        "--config",
-        str(config),
-        "--space",
-        str(space),
-        "--storage",
-        str(storage),
-        "--name",
-        name,
-        "--address",
-        address,
-        *extra,
-    ]
+    flags = search_flags(config, space, storage, name, "--address", address, *extra)
+    return [sys.executable, "-m", "tune_eegpt.search", *flags]
 
 
 def plain_user_env(tmp_path):
