@@ -79,7 +79,7 @@ def test_fingerprint_tracks_outcome_fields_only():
 
 def test_a_checkpoint_from_before_a_field_existed_resumes_at_its_old_value(tmp_path):
     # model.feature_dtype came later: a checkpoint's config without it is float16's
-    from fused_fixtures import probe_trainer
+    from packed_fixtures import probe_trainer
 
     trainer = probe_trainer(n=40)
     state = trainer.state_dict()
@@ -118,3 +118,13 @@ def _section_of(name: str) -> str:
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match="config file not found: nowhere.yaml"):
         RunConfig.from_yaml("nowhere.yaml")
+
+
+def test_a_retired_field_in_an_older_config_is_dropped_with_a_note():
+    older = RunConfig().to_dict()
+    older["train"]["cuda_graphs"] = True  # written before CUDA graphs were removed
+    with pytest.warns(UserWarning, match=r"older.yaml: train.cuda_graphs is ignored"):
+        cfg = RunConfig.from_dict(older, source="older.yaml")
+    assert cfg.fingerprint() == RunConfig().fingerprint()
+    with pytest.raises(ConfigError, match="unknown"):
+        RunConfig.from_dict({"train": {"cuda_graph": True}})

@@ -1,24 +1,17 @@
 """Device-resident feature rows (training/device_features.py): the fit decision and its
-one-time reason, one copy per device, and sharing one copy between processes (shared
-memory here, the CPU analogue of the CUDA IPC handles the GPU holder hands out)."""
+one-time reason, one copy per device and process."""
 
 from __future__ import annotations
 
 import logging
 
-import pytest
 import torch
-import torch.multiprocessing as mp
-from share_rows_worker import consume
+from packed_fixtures import feature_data
 
-from fused_fixtures import feature_data
 from tune_eegpt.training import device_features
 from tune_eegpt.training.device_features import (
-    copy_rows_to,
-    export_rows,
     fits_on_device,
     resident_rows,
-    rows_key,
     rows_nbytes,
 )
 from tune_eegpt.training.feature_rows import feature_rows
@@ -56,26 +49,3 @@ def test_rows_that_fit_are_copied_once_per_device_as_one_table() -> None:
     assert resident.index.shape == (50,) and resident.labels.shape == (50,)
     assert resident_rows(rows, meta, memory_info=roomy) is resident  # the same copy again
     device_features._RESIDENT.clear()
-
-
-@pytest.mark.slow
-def test_one_copy_is_shared_by_trainers_in_other_processes() -> None:
-    rows = feature_rows(feature_data(64))
-    shared = copy_rows_to(rows, torch.device("cpu"))
-    for tensor in (shared.table, shared.index, shared.labels):
-        tensor.share_memory_()
-    context = mp.get_context("spawn")
-    inboxes = [context.Queue() for _ in range(2)]
-    outbox = context.Queue()
-    exported = export_rows(shared, rows_key(rows))
-    workers = [context.Process(target=consume, args=(exported, inbox, outbox)) for inbox in inboxes]
-    for worker in workers:
-        worker.start()
-    shared.table[0, 0] = 123  # written after the export: seen only through shared memory
-    for inbox in inboxes:
-        inbox.put("go")
-    seen = [outbox.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    assert all(s["first_byte"] == 123 and s["uses_shared"] for s in seen), seen

@@ -9,13 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from packed_fixtures import SHAPE, probe_config, probe_head
 from torch import nn
 
-from fused_fixtures import SHAPE, probe_config, probe_head
 from tune_eegpt.config import ConfigError, RunConfig
 from tune_eegpt.pipeline import PreparedData, build_trainer, prepare_data
 from tune_eegpt.training.batches import RowSubset, TensorBatches
-from tune_eegpt.training.dropout_bits import _half_dropout_device_, half_dropout_
+from tune_eegpt.training.dropout_bits import half_dropout_
 from tune_eegpt.training.feature_rows import feature_rows
 from tune_eegpt.training.features import FeatureBatches, build_feature_cache
 from tune_eegpt.training.float8 import E4M3, to_e4m3, to_float32
@@ -26,7 +26,7 @@ F8 = "float8_e4m3"
 
 def features(n: int, seed: int = 0, signal: float = 0.06) -> TensorBatches:
     """float32 "windows" that an identity encoder turns into features of SHAPE, with a
-    class signal a probe can learn (as fused_fixtures.feature_data, in float32)."""
+    class signal a probe can learn (as packed_fixtures.feature_data, in float32)."""
     g = torch.Generator().manual_seed(seed)
     y = (torch.rand(n, generator=g) < 0.5).float()
     direction = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1234))
@@ -71,7 +71,7 @@ def test_a_float8_cache_holds_torchs_float8_cast_of_the_features(tmp_path: Path)
     expected = data.x[order].clamp(-448, 448).to(torch.float8_e4m3fn)
     assert torch.equal(x.view(torch.uint8), expected.view(torch.uint8))  # exactly
     assert torch.equal(y, data.y[order])
-    rows = feature_rows(RowSubset(feats, order))  # the fused path's view of the same bytes
+    rows = feature_rows(RowSubset(feats, order))  # the packed engine's view of the same bytes
     assert rows.dtype == torch.float8_e4m3fn and rows.width == int(np.prod(SHAPE))
     gathered = rows.gather(torch.arange(len(order)))
     assert torch.equal(gathered.view(torch.uint8), expected.view(7, -1).view(torch.uint8))
@@ -98,12 +98,12 @@ def test_a_cache_is_never_read_as_another_dtype(tmp_path: Path) -> None:
         FeatureBatches.open(forged)
 
 
-@pytest.mark.parametrize("drop", [half_dropout_, _half_dropout_device_])
-def test_dropout_masks_the_same_elements_of_float8_and_float16_rows(drop) -> None:
+@pytest.mark.parametrize("host_unpack", [True, False])  # NumPy's unpacking; the device's
+def test_dropout_masks_the_same_elements_of_float8_and_float16_rows(host_unpack) -> None:
     g = torch.Generator().manual_seed(0)
     values = (torch.rand(300, 77, generator=g) + 0.5) * torch.sign(torch.randn(300, 77))
-    x16 = drop(values.half(), 5, 2, 3)
-    x8 = drop(values.to(torch.float8_e4m3fn), 5, 2, 3)
+    x16 = half_dropout_(values.half(), 5, 2, 3, host_unpack=host_unpack)
+    x8 = half_dropout_(values.to(torch.float8_e4m3fn), 5, 2, 3, host_unpack=host_unpack)
     kept = x16 != 0
     assert 0.45 < kept.float().mean().item() < 0.55
     assert torch.equal(x8.view(torch.uint8) != 0, kept)
@@ -128,9 +128,9 @@ def test_float8_rows_train_exactly_as_their_float32_values(tmp_path: Path, fast_
     ):
         cfg = probe_config(epochs=2, threads=1)
         trainer = ProbeTrainer(cfg, probe_head(0), train_data, val_data, fast_path=fast_path)
-        assert (trainer.fused is not None) == fast_path
+        assert (trainer.engine_name == "packed") == fast_path
         if fast_path:
-            assert trainer.fused.rows.dtype == dtype
+            assert trainer.train_rows.dtype == dtype
         runs.append([trainer.train_epoch() for _ in range(2)])
     assert runs[0] == runs[1]
     assert np.isfinite(runs[0][-1]["train_loss"]) and runs[0][-1]["val_auroc"] > 0.6
@@ -162,14 +162,14 @@ def test_the_pipeline_prepares_and_trains_on_a_float8_cache(tiny_base) -> None:
     size8, size16 = (Path(p.feature_cache).stat().st_size for p in (prepared8, prepared16))
     assert size8 < 0.55 * size16
     trainer = build_trainer(cfg8, prepared8)
-    assert trainer.fused is not None and trainer.fused.rows.dtype == torch.float8_e4m3fn
+    assert trainer.engine_name == "packed" and trainer.train_rows.dtype == torch.float8_e4m3fn
     assert np.isfinite(trainer.train_epoch()["val_auroc"])
     with pytest.raises(ValueError, match="holds float8_e4m3 features, but model.feature_dtype"):
         build_trainer(cfg16, PreparedData(prepared8.window_cache, prepared8.feature_cache))
 
 
-def test_float8_rows_copy_to_a_device_and_travel_to_other_processes_as_float8() -> None:
-    from tune_eegpt.training.device_features import copy_rows_to, export_rows, import_rows
+def test_float8_rows_copy_to_a_device_as_float8() -> None:
+    from tune_eegpt.training.device_features import copy_rows_to
 
     data = features(20)
     rows = feature_rows(TensorBatches(data.x.to(torch.float8_e4m3fn), data.y))
@@ -177,8 +177,5 @@ def test_float8_rows_copy_to_a_device_and_travel_to_other_processes_as_float8() 
     copied = copy_rows_to(rows, torch.device("cpu"))  # one contiguous (rows, bytes) table
     everything = torch.arange(20)
     assert torch.equal(copied.table, rows.gather(everything).view(torch.uint8))
-    for tensor in (copied.table, copied.index, copied.labels):
-        tensor.share_memory_()
-    imported = import_rows(export_rows(copied, "key"))  # here, in the same process
-    assert imported.dtype == torch.float8_e4m3fn
-    assert torch.equal(imported.gather(everything).view(torch.uint8), copied.table)
+    assert copied.dtype == torch.float8_e4m3fn
+    assert torch.equal(copied.gather(everything).view(torch.uint8), copied.table)

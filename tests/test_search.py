@@ -203,7 +203,7 @@ def test_ctrl_c_during_trials_says_how_to_resume_and_exits_130(ray_cluster, base
         tmp_path, "c", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
     )
     # 40 epochs: a trial that lasts seconds, so Ctrl-C after its first report lands mid-trial
-    # (at the fixture's 4 epochs a fused-path trial ends within a fraction of a second)
+    # (at the fixture's 4 epochs a packed-engine trial ends within a fraction of a second)
     flags = ["--num-samples", "6", "--max-concurrent", "1", "--grace-period", "4", "--epochs", "40"]
     cmd = search_command(config, space, tmp_path, "ctrlc", ray_cluster, *flags)
     driver = subprocess.Popen(
@@ -267,30 +267,6 @@ def test_ctrl_c_before_the_trials_start_is_one_clear_line(ray_cluster, base, tmp
 
 
 @pytest.mark.slow
-def test_a_search_releases_its_own_gpu_feature_holders_only(ray_cluster):
-    from trainables.feature_holder import NAMESPACE, holder_prefix, release_feature_holders
-
-    @ray.remote(num_cpus=0)
-    class Holder:  # a stand-in: the real holder needs a GPU; release goes by name only
-        def ping(self):
-            return 1
-
-    mine = holder_prefix(ray.get_runtime_context().get_job_id()) + "node-gpu0-rows"
-    others = holder_prefix("ffff") + "node-gpu0-rows"  # another search's job
-    for name in (mine, others):
-        actor = Holder.options(name=name, namespace=NAMESPACE, lifetime="detached").remote()
-        ray.get(actor.ping.remote())
-    assert release_feature_holders() == 1
-    deadline = time.monotonic() + 20  # ray.kill returns before the GCS forgets the name
-    while True:
-        named = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
-        if mine not in named or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert others in named and mine not in named
-    assert release_feature_holders(every_search=True) == 1  # what a hard-killed driver left
-
-
 def test_bad_flags_give_clear_errors(capsys):
     assert search.main(["--num-samples", "0"]) == 2
     assert "--num-samples=0 is not allowed: expected an integer >= 1" in capsys.readouterr().err

@@ -18,7 +18,6 @@ import ray
 from ray import tune
 
 from trainables.checkpoint_fallback import existing_checkpoint
-from trainables.feature_holder import share_train_features
 from tune_eegpt.config import RunConfig
 from tune_eegpt.pipeline import PreparedData, build_trainer
 from tune_eegpt.training.trainer import Diverged
@@ -54,7 +53,6 @@ class ProbeTrainable(tune.Trainable):
         self.startup_s = float("nan")  # trial start (or actor reuse) -> first optimizer step
         cfg = trial_run_config(self.base_config, config)
         self.prepared.require()  # a trial never decodes or encodes
-        share_train_features(cfg, self.prepared)  # on a GPU: one copy per GPU, for all trials
         self.trainer = build_trainer(cfg, self.prepared, log_dir=Path(self.logdir) / "trainer")
 
     def step(self) -> dict[str, Any]:
@@ -76,6 +74,7 @@ class ProbeTrainable(tune.Trainable):
             diverged=0,
             schedule_done=int(self.trainer.finished),
             startup_s=self.startup_s,
+            engine=self.trainer.engine_name,
             node_id=ray.get_runtime_context().get_node_id(),  # where the epoch ran
         )
         if self.trainer.finished:

@@ -14,6 +14,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -132,8 +133,6 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads; None leaves torch's choice
     checkpoint_every_steps: int = 0  # 0: at the end of each epoch only
     keep_checkpoints: int = 2
-    # on a GPU: replay the fused probe's micro-batches and steps from CUDA graphs
-    cuda_graphs: bool = True
 
 
 @dataclass
@@ -165,7 +164,7 @@ NON_OUTCOME_FIELDS = frozenset(
         "train.threads",
         "train.checkpoint_every_steps",
         "train.keep_checkpoints",
-        "train.cuda_graphs",  # the same kernels, launched one way or the other
+        "train.cuda_graphs",  # retired (RETIRED_FIELDS); it never changed an outcome
         "log.out_dir",
         "log.tensorboard",
         "log.log_every_steps",
@@ -196,7 +195,7 @@ class RunConfig:
             )
         sections = {}
         for name, section_cls in SECTIONS.items():
-            values = raw.get(name) or {}
+            values = _without_retired(name, raw.get(name) or {}, source)
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section '{name}' must be a mapping")
             sections[name] = _build_section(section_cls, values, f"{source}: {name}")
@@ -332,6 +331,23 @@ def require_real_inputs(cfg: RunConfig, source: str = "config") -> None:
             f"{source}: the large encoder needs real inputs; fill in {' and '.join(missing)}, "
             f"or set model.random_large_encoder: true to run it {' and '.join(stand_ins)}"
         )
+
+
+# Fields that older configs and checkpoints carry and that no longer exist: read and
+# dropped, with a note, so those files still load.
+RETIRED_FIELDS = {
+    "train.cuda_graphs": "CUDA graphs were removed; every device runs the same step engines",
+}
+
+
+def _without_retired(section: str, values: Any, source: str) -> Any:
+    if not isinstance(values, dict):
+        return values
+    kept = dict(values)
+    for name, why in RETIRED_FIELDS.items():
+        if name.startswith(f"{section}.") and kept.pop(name.split(".", 1)[1], None) is not None:
+            warnings.warn(f"{source}: {name} is ignored ({why})", UserWarning, stacklevel=3)
+    return kept
 
 
 # Outcome fields added after checkpoints were first written, with the value every run had

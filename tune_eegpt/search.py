@@ -348,12 +348,7 @@ def run_search(
                 args, cfg, space, trainable, storage, name, max_concurrent, callbacks
             )
             write_search_info(experiment, args, cfg, space)
-        try:
-            tuner.fit()
-        finally:  # the trials' GPU feature copies (trainables/feature_holder.py)
-            from trainables.feature_holder import release_feature_holders
-
-            release_feature_holders()
+        tuner.fit()
     phases.lap("trials")
     if not args.resume:
         write_study(study, experiment)

@@ -146,6 +146,7 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
         f"{len(trainer.train_data)} training rows, {trainer.batches_per_epoch} batches/epoch, "
         f"{trainer.steps_per_epoch} optimizer steps/epoch, {trainer.total_steps} in all"
     )
+    print(f"step engine: {trainer.engine_reason}")
     try:
         while not trainer.finished:
             started = time.perf_counter()

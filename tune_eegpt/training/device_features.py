@@ -1,26 +1,12 @@
-"""Feature rows resident on the training device, once per device, shared by its trials.
+"""Feature rows resident on the training device, once per process and device.
 
-On a GPU the fused probe step (training/fused_probe.py) gathers, drops out and casts rows
+On a GPU the packed engine (training/engines/packed.py) gathers, drops out and casts rows
 on the device when its FeatureRows live there; nothing crosses PCIe during an epoch. This
-module decides whether the rows fit, copies them to the device once, and lets several
-trainers use one copy:
-
-- within a process (an actor reused for the next trial, or several trainers built in one
-  process), ``resident_rows`` keeps one device copy per (rows, device);
-- across processes, a holder (trainables/feature_holder.py: one Ray actor per GPU) makes
-  the copy and hands out ``export_rows`` handles: CUDA IPC handles for device memory
-  (``torch.multiprocessing``'s reduction of a tensor), shared-memory file names for host
-  memory (the CPU analogue the tests use). A trial process calls ``import_rows`` and
-  ``register_rows``; the trainer then finds the rows by their key.
-
-Why a holder actor and not several trials in one process: Ray Tune runs one trial per
-actor, and ASHA, checkpoints, ``reuse_actors`` and fault handling are per trial; a
-multi-trial process would have to re-implement them. One holder per GPU keeps the
-trial model as it is, and costs one IPC open per trial (milliseconds).
-
-When the rows do not fit (free device memory minus a reserve), the trainer keeps the host
-rows and copies each chunk to the device (the path before this one), and says why once per
-process through the ``tune_eegpt`` logger.
+module decides whether the rows fit, copies them to the device once, and lets every
+trainer of the process (the per-device worker's trials) use that one copy. When the rows
+do not fit (free device memory minus a reserve), the trainer keeps the host rows and
+copies each micro-batch to the device, and says why once per process through the
+``tune_eegpt`` logger, with the numbers.
 """
 
 from __future__ import annotations
@@ -29,10 +15,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import torch
-from torch.multiprocessing.reductions import reduce_tensor
 
 from tune_eegpt.training.feature_rows import FeatureRows
 
@@ -41,7 +25,6 @@ log = logging.getLogger("tune_eegpt")
 RESERVE_FRACTION = 0.15  # of the device's memory, left to the trials' own work
 _COPY_ROWS = 4096  # rows copied to the device at a time (bounded host memory)
 _RESIDENT: dict[tuple[str, str], FeatureRows] = {}  # (rows key, device) -> rows on it
-_REGISTERED: dict[tuple[str, str], FeatureRows] = {}  # imported from a holder
 _SAID: set[str] = set()
 
 
@@ -68,7 +51,7 @@ def fits_on_device(
     return False, (
         f"train features ({nbytes / gib:.2f} GiB) do not fit the device: "
         f"{free_bytes / gib:.2f} GiB free, {reserve_fraction:.0%} of {total_bytes / gib:.2f} "
-        "GiB kept in reserve; rows are gathered on the host and copied per chunk instead"
+        "GiB kept in reserve; rows are gathered on the host and copied per micro-batch instead"
     )
 
 
@@ -98,12 +81,11 @@ def resident_rows(
     device: torch.device,
     memory_info: Callable[[torch.device], tuple[int, int]] | None = None,
 ) -> FeatureRows:
-    """The rows to train from on ``device``: registered shared rows, this process's
-    earlier copy, a new device copy if it fits, else ``rows`` unchanged (reason logged)."""
+    """The rows to train from on ``device``: this process's earlier copy, a new device
+    copy if it fits, else ``rows`` unchanged (reason logged once)."""
     key = (rows_key(rows), str(device))
-    for found in (_REGISTERED.get(key), _RESIDENT.get(key)):
-        if found is not None:
-            return found
+    if key in _RESIDENT:
+        return _RESIDENT[key]
     if device.type == "cpu" or same_device(rows.table.device, device):
         return rows
     free, total = (memory_info or _cuda_memory)(device)
@@ -128,39 +110,3 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 def _cuda_memory(device: torch.device) -> tuple[int, int]:
     return torch.cuda.mem_get_info(device)
-
-
-# ---- sharing between processes -----------------------------------------------------------
-def export_rows(rows: FeatureRows, key: str) -> dict[str, Any]:
-    """A picklable description of rows that another process can open without a copy:
-    CUDA tensors travel as IPC handles, host tensors must be in shared memory
-    (``share_memory_()``) and travel as its handles. ``key``: the ``rows_key`` of the
-    rows they were copied from, under which the importer registers them."""
-    return {
-        "key": key,
-        "tensors": {
-            name: reduce_tensor(getattr(rows, name)) for name in ("table", "index", "labels")
-        },
-        "dtype": str(rows.dtype).removeprefix("torch."),
-        "feature_shape": list(rows.feature_shape),
-        "source": rows.source,
-    }
-
-
-def import_rows(exported: dict[str, Any]) -> FeatureRows:
-    """Opens rows exported by ``export_rows`` in another process (the same memory)."""
-    tensors = {name: rebuild(*args) for name, (rebuild, args) in exported["tensors"].items()}
-    return FeatureRows(
-        tensors["table"],
-        tensors["index"],
-        tensors["labels"],
-        getattr(torch, exported["dtype"]),
-        tuple(exported["feature_shape"]),
-        exported["source"],
-    )
-
-
-def register_rows(rows: FeatureRows, key: str) -> None:
-    """Makes ``rows`` (imported) the ones ``resident_rows`` returns on their device for
-    the rows whose ``rows_key`` is ``key``."""
-    _REGISTERED[(key, str(rows.table.device))] = rows

@@ -1,4 +1,4 @@
-"""Cached-feature problems for the fused probe step (test helpers, not part of the package)."""
+"""Cached-feature problems for the packed engine (test helpers, not part of the package)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ def probe_trainer(
     fast_path: bool = True,
     log_dir=None,
     n_val: int = 100,
-    defer_sync: bool | None = None,
     **overrides,
 ) -> ProbeTrainer:
     cfg = probe_config(seed=seed, **overrides)
@@ -52,5 +51,4 @@ def probe_trainer(
         feature_data(n_val, seed=10_000 + seed),
         log_dir=log_dir,
         fast_path=fast_path,
-        defer_sync=defer_sync,
     )
