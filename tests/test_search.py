@@ -16,7 +16,12 @@ from tune_eegpt import search
 
 ray = pytest.importorskip("ray")
 
-from trainable_fixtures import crash_once, lose_checkpoint_once, shipped_by_value  # noqa: E402
+from trainable_fixtures import (  # noqa: E402
+    crash_once,
+    kill_worker_once,
+    lose_checkpoint_once,
+    shipped_by_value,
+)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +112,44 @@ def test_crashed_trial_resumes_from_checkpoint_with_same_result(
     assert steps == [r["global_step"] for r in clean]  # continued, never reset
     for key in ("val_auroc", "train_loss", "lr", "global_step", "samples_seen"):
         assert by_epoch[4.0][key] == clean[-1][key], key
+
+
+@pytest.mark.slow
+def test_a_killed_worker_s_trials_restore_from_checkpoints_and_nothing_runs_twice(
+    ray_cluster, base, tmp_path, capsys
+):
+    folder, config = base
+    space = write_space(
+        tmp_path, "w", {"max_lr": {"distribution": "loguniform", "low": 1e-3, "high": 1e-2}}
+    )
+    flags = ("--num-samples", "4", "--grace-period", "4", "--pack", "4")
+    clean = search_flags(config, space, tmp_path, "clean", *flags)
+    assert run(clean) == 0
+    marker = tmp_path / "worker-killed"
+    assert (
+        run(
+            search_flags(config, space, tmp_path, "killed", *flags),
+            trainable=kill_worker_once(marker),
+        )
+        == 0
+    )
+    assert marker.exists()  # the worker's pid: it was killed once
+    from ray.tune import ExperimentAnalysis
+
+    trials = ExperimentAnalysis(str(tmp_path / "killed")).trials
+    assert len(trials) == 4 and all(t.status == "TERMINATED" for t in trials)
+    assert sum(t.num_failures for t in trials) >= 1  # the trials of the pass errored...
+    rows = trial_rows(tmp_path / "killed")
+    clean_rows = {
+        tuple(sorted(r[-1]["config"].items())): r for r in trial_rows(tmp_path / "clean").values()
+    }
+    for trial_rows_ in rows.values():
+        epochs = [r["epoch"] for r in trial_rows_]
+        assert epochs == [1.0, 2.0, 3.0, 4.0]  # ...restored, and no epoch reported twice
+        same = clean_rows[tuple(sorted(trial_rows_[-1]["config"].items()))]
+        for key in ("val_auroc", "global_step", "samples_seen", "lr"):  # as if never killed
+            assert trial_rows_[-1][key] == same[-1][key], key
+    assert "passes of the device workers" in capsys.readouterr().out
 
 
 @pytest.mark.slow

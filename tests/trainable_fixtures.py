@@ -1,5 +1,6 @@
-"""Trainables with failure injection, for tests only: the product's ProbeTrainable has no
-test switch (Ray's own tests likewise keep failing trainables in test code)."""
+"""Trainables with failure injection, for tests only: the product's trainables have no
+test switch (Ray's own tests likewise keep failing trainables in test code). They are the
+default kind, WorkerTrial: their epochs are trained by their node's device worker."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainables import ProbeTrainable
+import ray
+
+from trainables.worker_trial import WorkerTrial
 
 
-class CrashOnceTrainable(ProbeTrainable):
+class CrashOnceTrainable(WorkerTrial):
     """Raises once, at the start of epoch ``crash_epoch`` + 1; the marker file remembers
     across the restart, so the restarted trial goes on."""
 
@@ -20,7 +23,7 @@ class CrashOnceTrainable(ProbeTrainable):
     crash_epoch = 2
 
     def step(self):
-        if self.trainer.epoch == self.crash_epoch and not Path(self.marker).exists():
+        if self.epoch == self.crash_epoch and not Path(self.marker).exists():
             Path(self.marker).write_text(str(os.getpid()))
             raise RuntimeError(f"injected crash at epoch {self.crash_epoch}")
         return super().step()
@@ -37,7 +40,7 @@ class LoseCheckpointOnceTrainable(CrashOnceTrainable):
     next state snapshot leaves it (trainables/checkpoint_fallback.py)."""
 
     def step(self):
-        if self.trainer.epoch == self.crash_epoch and not Path(self.marker).exists():
+        if self.epoch == self.crash_epoch and not Path(self.marker).exists():
             trial = Path(self._storage.trial_fs_path)  # local storage in the tests
             newest = sorted(trial.glob("checkpoint_*"))[-1]
             newest.rename(trial / "checkpoint_000099")
@@ -47,6 +50,26 @@ class LoseCheckpointOnceTrainable(CrashOnceTrainable):
 def lose_checkpoint_once(marker: str | Path, epoch: int = 2) -> type[CrashOnceTrainable]:
     attrs = {"marker": str(marker), "crash_epoch": epoch}
     return type("LoseCheckpointOnce", (LoseCheckpointOnceTrainable,), attrs)
+
+
+class KillWorkerOnceTrainable(CrashOnceTrainable):
+    """At the start of epoch ``crash_epoch`` + 1 (once, across restarts), asks the worker
+    for that epoch and, while the request is in flight, kills the worker's process with
+    SIGKILL: every trial of the worker loses its pending epoch."""
+
+    def step(self):
+        if self.epoch == self.crash_epoch and not Path(self.marker).exists():
+            pid = ray.get(self.worker.stats.remote())["pid"]
+            Path(self.marker).write_text(str(pid))
+            pending = self.worker.train_epoch.remote(self.trial_id)
+            os.kill(pid, 9)
+            ray.get(pending)  # raises: the worker died
+        return super().step()
+
+
+def kill_worker_once(marker: str | Path, epoch: int = 1) -> type[KillWorkerOnceTrainable]:
+    attrs = {"marker": str(marker), "crash_epoch": epoch}
+    return type("KillWorkerOnce", (KillWorkerOnceTrainable,), attrs)
 
 
 @contextmanager

@@ -1,4 +1,6 @@
-"""ProbeTrainable: one Tune trial = one ProbeTrainer run; one ``step`` = one epoch.
+"""ProbeTrainable: one Tune trial = one ProbeTrainer run in the trial's own process;
+one ``step`` = one epoch. (``--pack 0``; the default trains trials in their node's
+DeviceWorker instead: trainables/worker_trial.py.)
 
 A thin class Trainable: everything it does is delegated to the trainer, which exists
 without Ray. Trial configs hold only the searched and fixed hyperparameters (bare
@@ -18,24 +20,16 @@ import ray
 from ray import tune
 
 from trainables.checkpoint_fallback import existing_checkpoint
-from tune_eegpt.config import RunConfig
+from trainables.trial_config import DIVERGED_AUROC, trial_run_config
 from tune_eegpt.pipeline import PreparedData, build_trainer
 from tune_eegpt.training.trainer import Diverged
 
 log = logging.getLogger("tune_eegpt")
 
-# Reported when a trial diverged: a diverged probe carries no information (chance level).
-DIVERGED_AUROC = 0.5
-
-
-def trial_run_config(base_config: dict[str, Any], trial_config: dict[str, Any]) -> RunConfig:
-    """The run config of one trial: the base with the trial's values put in."""
-    return RunConfig.from_dict(base_config, source="base config").with_overrides(
-        trial_config, source="trial config"
-    )
-
 
 class ProbeTrainable(tune.Trainable):
+    uses_worker = False
+
     def setup(
         self,
         config: dict[str, Any],

@@ -124,16 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted experiment --name (default: the newest) under --storage",
     )
     p.add_argument(
+        "--pack",
+        type=int,
+        default=16,
+        help="trials each node's device worker trains together in one pass, at most; 0: "
+        "every trial trains in its own process instead (default: %(default)s)",
+    )
+    p.add_argument(
         "--cpus-per-trial",
         type=float,
         default=1.0,
-        help="CPUs each trial reserves (default: %(default)s)",
+        help="with --pack 0: CPUs each trial reserves (default: %(default)s)",
     )
     p.add_argument(
         "--gpus-per-trial",
         type=float,
         default=0.0,
-        help="GPUs each trial reserves; fractions share a GPU, e.g. 0.25 (default: %(default)s)",
+        help="with --pack 0: GPUs each trial reserves; fractions share a GPU, e.g. 0.25 "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--address",
@@ -221,6 +229,8 @@ def check_args(args: argparse.Namespace) -> None:
         bad("--cpus-per-trial", args.cpus_per_trial, "a number > 0")
     if args.gpus_per_trial < 0:
         bad("--gpus-per-trial", args.gpus_per_trial, "a number >= 0 (fractions allowed)")
+    if args.pack < 0:
+        bad("--pack", args.pack, "an integer >= 0 (0: no device worker)")
     if args.max_failures < 0:
         bad("--max-failures", args.max_failures, "an integer >= 0")
     if args.resume and not args.name and "://" in args.storage:
@@ -316,7 +326,9 @@ def run_search(
     from tune_eegpt.prepare_on_ray import prepare_on_ray
 
     if trainable is None:
-        from trainables import ProbeTrainable as trainable
+        from trainables import ProbeTrainable, WorkerTrial
+
+        trainable = WorkerTrial if args.pack else ProbeTrainable
     phases.lap("imports")
     storage = storage_path(args.storage)
     name = args.name or f"{space.name}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -330,10 +342,20 @@ def run_search(
     print(f"preparing data (cache: {cfg.data.cache_dir})", flush=True)
     prepared = prepare_on_ray(cfg)
     phases.lap("data")
-    max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
+    workers = []
+    if getattr(trainable, "uses_worker", False):
+        from trainables.device_worker import start_workers
+        from trainables.worker_trial import TRIAL_CPU
+
+        workers = start_workers(args.pack)  # one per node: they train every trial there
+        resources = {"cpu": TRIAL_CPU, "gpu": 0}
+        max_concurrent = args.max_concurrent or args.pack * len(workers)
+    else:
+        resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
+        max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
     trainable = tune.with_resources(
         tune.with_parameters(trainable, base_config=cfg.to_dict(), prepared=prepared.to_dict()),
-        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial},
+        resources,
     )
     experiment = f"{storage.rstrip('/')}/{name}"
     interrupt = InterruptNotice()
@@ -348,13 +370,17 @@ def run_search(
                 args, cfg, space, trainable, storage, name, max_concurrent, callbacks
             )
             write_search_info(experiment, args, cfg, space)
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            passes = stop_workers(workers)
     phases.lap("trials")
     if not args.resume:
         write_study(study, experiment)
 
     outcomes = trial_outcomes(tune.ExperimentAnalysis(experiment).trials, list(space.params))
     interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
+    print(engine_line(experiment, passes))
     for line in search_summary_lines(
         outcomes, args.threshold, phases.total(), experiment, list(space.params), interrupted
     ):
@@ -364,6 +390,37 @@ def run_search(
         print(interrupted_line(experiment, argv, name), flush=True)
         return EXIT_INTERRUPTED
     return 0 if any(o.ended != "crashed" for o in outcomes) else 1
+
+
+def stop_workers(workers: list[Any]) -> list[int]:
+    """Ends the search's device workers; returns the trial count of each pass they ran."""
+    import ray
+
+    sizes: list[int] = []
+    for worker in workers:
+        try:
+            sizes += ray.get(worker.stats.remote(), timeout=30)["pack_sizes"]
+        except (ray.exceptions.RayError, TimeoutError):
+            pass  # a worker that died keeps no statistics
+        ray.kill(worker)
+    return sizes
+
+
+def engine_line(experiment: str, passes: list[int]) -> str:
+    """Which step engine the trials trained with, and how many trials a pass held."""
+    engines: dict[str, int] = {}
+    for result in Path(experiment).glob("*/result.json") if "://" not in experiment else []:
+        first = result.open().readline()
+        if first:
+            name = json.loads(first).get("engine", "unknown")
+            engines[name] = engines.get(name, 0) + 1
+    used = ", ".join(f"{name} ({n} trials)" for name, n in sorted(engines.items())) or "unknown"
+    if not passes:
+        return f"step engine: {used}; each trial trained in its own process"
+    return (
+        f"step engine: {used}; {len(passes)} passes of the device workers, "
+        f"{sum(passes) / len(passes):.1f} trials per pass on average, {max(passes)} at most"
+    )
 
 
 def quiet_third_party_notices() -> None:
@@ -550,6 +607,7 @@ def write_search_info(experiment: str, args, cfg: RunConfig, space) -> None:
         "reduction_factor": args.reduction_factor,
         "num_samples": args.num_samples,
         "seed": args.seed,
+        "pack": args.pack,
     }
     write_text(experiment, SEARCH_INFO, json.dumps(info, indent=2, default=str))
 

@@ -1,0 +1,120 @@
+"""WorkerTrial: a Tune trial whose epochs its node's DeviceWorker trains, packed with others.
+
+The trial is one configuration, with its own checkpoints, ASHA rungs and TPE result, as a
+``ProbeTrainable`` is; only its arithmetic happens elsewhere: ``step`` asks the worker for
+one epoch and returns the metrics, ``save_checkpoint``/``load_checkpoint`` have the worker
+write or read the trainer's checkpoint in this trial's folder. The trial process imports
+neither torch nor the data: it is a thin client, and reserves ``TRIAL_CPU`` of a CPU so
+that many of them fit beside the worker, which reserves the CPU (and GPU) that trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from trainables.checkpoint_fallback import existing_checkpoint
+from trainables.trial_config import DIVERGED_AUROC, trial_run_config
+
+log = logging.getLogger("tune_eegpt")
+
+TRIAL_CPU = 0.05  # what a waiting client reserves: twenty per CPU
+
+
+class WorkerTrial(tune.Trainable):
+    uses_worker = True
+
+    def setup(
+        self, config: dict[str, Any], base_config: dict[str, Any], prepared: dict[str, Any]
+    ) -> None:
+        # one "Checkpoint successfully created" line per trial-epoch drowns Tune's table
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+        from trainables.device_worker import worker_of_this_node
+
+        self.base_config, self.prepared = base_config, prepared
+        self.worker = worker_of_this_node(ray.get_runtime_context().get_job_id())
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        self._build_started = time.time()
+        self.startup_s = float("nan")  # trial start (or actor reuse) -> its first pass
+        cfg = trial_run_config(self.base_config, config)
+        log_dir = str(Path(self.logdir) / "trainer")
+        info = ray.get(
+            self.worker.register.remote(self.trial_id, cfg.to_dict(), self.prepared, log_dir)
+        )
+        self.engine = info["engine"]
+        self.epoch = 0  # epochs this trial's trainer has completed
+        self.global_step = 0
+
+    def step(self) -> dict[str, Any]:
+        reply = ray.get(self.worker.train_epoch.remote(self.trial_id))
+        if math.isnan(self.startup_s):
+            self.startup_s = reply["pass_started"] - self._build_started
+        self.epoch, self.global_step = reply["epoch"], reply["global_step"]
+        node = ray.get_runtime_context().get_node_id()
+        if "diverged_reason" in reply:
+            return {
+                "epoch": float(self.epoch + 1),
+                "global_step": float(self.global_step),
+                "val_auroc": DIVERGED_AUROC,
+                "best_val_auroc": max(reply["best_val_auroc"], DIVERGED_AUROC),
+                "diverged": 1,
+                "node_id": node,
+                "diverged_reason": reply["diverged_reason"],
+                "schedule_done": 0,
+                "engine": self.engine,
+                "pack": reply["pack"],
+                "done": True,
+            }
+        metrics = dict(reply["metrics"])
+        metrics.update(
+            diverged=0,
+            schedule_done=int(reply["finished"]),
+            startup_s=self.startup_s,
+            node_id=node,  # where the epoch ran
+            engine=self.engine,
+            pack=reply["pack"],  # trials trained in this epoch's pass
+        )
+        if reply["finished"]:
+            metrics["done"] = True
+        return metrics
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # The file is named after global_step (step-000001234.pt) and holds it.
+        ray.get(self.worker.save.remote(self.trial_id, checkpoint_dir))
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        progress = ray.get(self.worker.load.remote(self.trial_id, str(checkpoint)))
+        self.epoch, self.global_step = progress["epoch"], progress["global_step"]
+
+    def restore(self, checkpoint_path: Any) -> None:
+        result, replacement = existing_checkpoint(checkpoint_path)
+        super().restore(result)
+        if replacement is not None:  # Tune's iteration count follows the trainer's epochs
+            gone = getattr(checkpoint_path, "checkpoint", None)
+            log.warning(
+                "trial %s: %s is gone from storage (a driver killed between Tune's clean-up "
+                "and its next state snapshot); restored from %s, the newest this trial kept",
+                self.trial_id,
+                getattr(gone, "path", gone),
+                replacement,
+            )
+            self._iteration = self.epoch
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        self._build(new_config)  # registering again replaces the trainer
+        self.config = new_config
+        return True
+
+    def cleanup(self) -> None:
+        try:
+            ray.get(self.worker.release.remote(self.trial_id))
+        except ray.exceptions.RayActorError:
+            pass  # the worker is gone: nothing of this trial is left there
