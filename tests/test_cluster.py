@@ -216,6 +216,8 @@ def search_args(config, space, storage, name, samples, epochs):
         str(epochs),
         "--grace-period",
         str(epochs),  # ASHA stops none
+        "--pack",  # one process per trial: these trials reserve half a GPU each
+        "0",
         "--gpus-per-trial",
         "0.5",
         "--cpus-per-trial",

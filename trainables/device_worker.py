@@ -10,10 +10,12 @@ trained as one pass per pack key (training/train_loop.py): K heads, one read of 
 per (seed, epoch) group. Ray Serve's batching has the same shape; an async actor is
 enough for it. A pass runs in a thread, so requests keep arriving while it trains.
 
-Checkpoints are the trainer's own files, written into the trial's checkpoint folder (the
-worker is on the trial's node), so a fresh process, or a plain ``ProbeTrainer``, resumes
-them. If the worker dies, its trials' calls fail, Tune restores them from those
-checkpoints, and Ray restarts the worker (``max_restarts=-1``), empty.
+Checkpoints are the trainer's own files: the worker writes each trial's at the end of its
+pass, before the epoch's result goes out, into the trial's folder (the worker is on the
+trial's node), and the trial copies it into the checkpoint folder Tune hands it; a fresh
+process, or a plain ``ProbeTrainer``, resumes them. If the worker dies, its trials' calls
+fail, Tune restores them from those checkpoints, and Ray restarts the worker
+(``max_restarts=-1``), empty.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from typing import Any
@@ -40,10 +43,6 @@ BATCH_WINDOW_S = 0.05  # how long a pass waits for the other trials' requests
 DEFAULT_PACK = 16  # trials trained together in one pass, at most
 
 
-def worker_name(job_id: str, node_id: str) -> str:
-    return f"{PREFIX}-{job_id}-{node_id[:16]}"
-
-
 class DeviceWorker:
     def __init__(self, pack: int = DEFAULT_PACK, threads: int | None = None) -> None:
         self.pack = max(1, pack)
@@ -53,6 +52,15 @@ class DeviceWorker:
         self.running: set[str] = set()
         self._runner: asyncio.Task | None = None
         self.pack_sizes: list[int] = []  # trials in each pass so far
+        # One thing at a time touches torch's global state: building a trainer seeds the
+        # global generator for the head's initial weights, a checkpoint restores it, and
+        # the autograd engine's dropout draws from it. A register that waits for a pass
+        # joins the next one.
+        self._exclusive = threading.Lock()
+
+    def _alone(self, work, *args):
+        with self._exclusive:
+            return work(*args)
 
     # ---- trials ------------------------------------------------------------------------
     async def register(
@@ -64,7 +72,7 @@ class DeviceWorker:
         cfg = cfg.with_overrides({"threads": self.threads}, source="device worker")
         data = PreparedData(**prepared)
         data.require()  # a trial never decodes or encodes
-        trainer = await asyncio.to_thread(build_trainer, cfg, data, log_dir)
+        trainer = await asyncio.to_thread(self._alone, build_trainer, cfg, data, log_dir)
         self.trainers[trial_id] = trainer
         return {"engine": trainer.engine_name, "engine_reason": trainer.engine_reason}
 
@@ -74,12 +82,13 @@ class DeviceWorker:
             trainer.close()
 
     async def save(self, trial_id: str, folder: str) -> str:
-        return str(self.trainers[trial_id].save_checkpoint(folder))
+        trainer = self.trainers[trial_id]
+        return str(await asyncio.to_thread(self._alone, trainer.save_checkpoint, folder))
 
     async def load(self, trial_id: str, checkpoint: str) -> dict[str, Any]:
         """Restores the trial from a checkpoint file or a folder holding one (the newest)."""
         trainer = self.trainers[trial_id]
-        trainer.load_checkpoint(checkpoint)
+        await asyncio.to_thread(self._alone, trainer.load_checkpoint, checkpoint)
         return self._progress(trainer)
 
     async def stats(self) -> dict[str, Any]:
@@ -108,7 +117,7 @@ class DeviceWorker:
                 trainers = [self.trainers[t] for t in group]
                 self.running = set(group)
                 try:
-                    outcomes = await asyncio.to_thread(train_together, trainers)
+                    outcomes = await asyncio.to_thread(self._alone, train_together, trainers)
                 except Exception as exc:  # the pass failed: each of its trials says so
                     for t in group:
                         batch[t].set_exception(exc)
@@ -116,8 +125,19 @@ class DeviceWorker:
                 finally:
                     self.running = set()
                 self.pack_sizes.append(len(group))
-                for t, trainer, outcome in zip(group, trainers, outcomes, strict=True):
-                    batch[t].set_result(self._result(trainer, outcome, started, len(group)))
+                # each epoch's state on disk before its result is out: a result Tune has
+                # seen always has a checkpoint, whatever happens to this worker next
+                saved = await asyncio.to_thread(self._alone, self._save_all, trainers)
+                for t, trainer, outcome, path in zip(group, trainers, outcomes, saved, strict=True):
+                    result = self._result(trainer, outcome, started, len(group))
+                    batch[t].set_result({**result, "checkpoint": path})
+
+    @staticmethod
+    def _save_all(trainers: list[ProbeTrainer]) -> list[str | None]:
+        return [
+            None if t.diverged else str(t.save_checkpoint(t.log_dir / "checkpoints"))
+            for t in trainers
+        ]
 
     def _passes(self, trial_ids: list[str]) -> list[list[str]]:
         """The requests as passes: one per pack key, at most ``pack`` trials each."""
@@ -150,41 +170,64 @@ class DeviceWorker:
 RemoteDeviceWorker = ray.remote(max_restarts=-1)(DeviceWorker)
 
 
-def start_workers(pack: int, job_id: str | None = None) -> list[Any]:
-    """One worker per alive node of the cluster, owned by the caller (the search's driver:
-    they end with it). A worker reserves one CPU and, on a node with GPUs, one GPU; it
-    trains with as many torch threads as its node has CPUs."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+class WorkerRegistry:
+    """The search's device workers, one per node, started on first use by a trial of that
+    node. The registry belongs to the search's driver, and the workers to the registry, so
+    they all end with the driver (a Ctrl-C, a SIGKILL or a lost head connection alike).
+    A node that joins later (an autoscaled GPU worker) gets its worker when its first
+    trial asks. A worker reserves one CPU and, on a node with GPUs, one GPU; it trains with
+    as many torch threads as its node has CPUs."""
 
-    job_id = job_id or ray.get_runtime_context().get_job_id()
-    workers = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        resources = node.get("Resources", {})
-        gpus = 1 if resources.get("GPU", 0) >= 1 else 0
-        cpus = int(resources.get("CPU", 1))
-        workers.append(
-            RemoteDeviceWorker.options(
-                name=worker_name(job_id, node["NodeID"]),
-                namespace=NAMESPACE,
+    def __init__(self, pack: int) -> None:
+        self.pack = pack
+        self.workers: dict[str, Any] = {}
+
+    async def worker_for(self, node_id: str) -> Any:
+        if node_id not in self.workers:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+            resources = node.get("Resources", {})
+            cpus = int(resources.get("CPU", 1))
+            self.workers[node_id] = RemoteDeviceWorker.options(
                 num_cpus=min(1, cpus),
-                num_gpus=gpus,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-                get_if_exists=True,
-            ).remote(pack=pack, threads=cpus)
-        )
-    return workers
+                num_gpus=1 if resources.get("GPU", 0) >= 1 else 0,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(pack=self.pack, threads=max(1, cpus))
+        return self.workers[node_id]
+
+    async def pack_sizes(self) -> list[int]:
+        """The trial count of every pass the workers ran (a worker that died: none)."""
+        sizes: list[int] = []
+        for worker in self.workers.values():
+            try:
+                sizes += (await worker.stats.remote())["pack_sizes"]
+            except ray.exceptions.RayError:
+                pass
+        return sizes
+
+
+def registry_name(job_id: str) -> str:
+    return f"{PREFIX}s-{job_id}"
+
+
+def start_registry(pack: int) -> Any:
+    """The search's registry of device workers (on the driver's node, no resources)."""
+    job_id = ray.get_runtime_context().get_job_id()
+    return (
+        ray.remote(WorkerRegistry)
+        .options(name=registry_name(job_id), namespace=NAMESPACE, num_cpus=0)
+        .remote(pack)
+    )
 
 
 def worker_of_this_node(job_id: str) -> Any:
-    """The worker of the caller's node, started by the search's driver."""
-    node_id = ray.get_runtime_context().get_node_id()
-    name = worker_name(job_id, node_id)
+    """The device worker of the caller's node, started by the search's registry."""
     try:
-        return ray.get_actor(name, namespace=NAMESPACE)
+        registry = ray.get_actor(registry_name(job_id), namespace=NAMESPACE)
     except ValueError as exc:
         raise RuntimeError(
-            f"no device worker '{name}' on this node ({node_id}): the search starts one per "
-            "node alive when it begins; a node that joined later has none"
+            f"no device-worker registry for job {job_id}: a WorkerTrial runs inside "
+            "`python -m tune_eegpt.search`, which starts it"
         ) from exc
+    return ray.get(registry.worker_for.remote(ray.get_runtime_context().get_node_id()))

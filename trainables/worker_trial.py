@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,14 @@ class WorkerTrial(tune.Trainable):
         self.startup_s = float("nan")  # trial start (or actor reuse) -> its first pass
         cfg = trial_run_config(self.base_config, config)
         log_dir = str(Path(self.logdir) / "trainer")
+        previous = getattr(self, "registered_as", None)
+        if previous is not None and previous != self.trial_id:  # an actor reused by Tune
+            ray.get(self.worker.release.remote(previous))
         info = ray.get(
             self.worker.register.remote(self.trial_id, cfg.to_dict(), self.prepared, log_dir)
         )
+        self.registered_as = self.trial_id
+        self.last_checkpoint = None  # the worker's checkpoint of the last epoch trained
         self.engine = info["engine"]
         self.epoch = 0  # epochs this trial's trainer has completed
         self.global_step = 0
@@ -58,6 +64,7 @@ class WorkerTrial(tune.Trainable):
         if math.isnan(self.startup_s):
             self.startup_s = reply["pass_started"] - self._build_started
         self.epoch, self.global_step = reply["epoch"], reply["global_step"]
+        self.last_checkpoint = reply["checkpoint"]  # written by the worker before replying
         node = ray.get_runtime_context().get_node_id()
         if "diverged_reason" in reply:
             return {
@@ -87,11 +94,16 @@ class WorkerTrial(tune.Trainable):
         return metrics
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        # The file is named after global_step (step-000001234.pt) and holds it.
-        ray.get(self.worker.save.remote(self.trial_id, checkpoint_dir))
+        # The file is named after global_step (step-000001234.pt) and holds it. The worker
+        # wrote it at the end of the epoch's pass; a copy needs no worker, alive or not.
+        if self.last_checkpoint is None:  # nothing trained since the start or a restore
+            ray.get(self.worker.save.remote(self.trial_id, checkpoint_dir))
+        else:
+            shutil.copy2(self.last_checkpoint, checkpoint_dir)
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:
         progress = ray.get(self.worker.load.remote(self.trial_id, str(checkpoint)))
+        self.last_checkpoint = None
         self.epoch, self.global_step = progress["epoch"], progress["global_step"]
 
     def restore(self, checkpoint_path: Any) -> None:
@@ -115,6 +127,6 @@ class WorkerTrial(tune.Trainable):
 
     def cleanup(self) -> None:
         try:
-            ray.get(self.worker.release.remote(self.trial_id))
+            ray.get(self.worker.release.remote(self.registered_as))
         except ray.exceptions.RayActorError:
             pass  # the worker is gone: nothing of this trial is left there

@@ -342,14 +342,15 @@ def run_search(
     print(f"preparing data (cache: {cfg.data.cache_dir})", flush=True)
     prepared = prepare_on_ray(cfg)
     phases.lap("data")
-    workers = []
+    registry = None
     if getattr(trainable, "uses_worker", False):
-        from trainables.device_worker import start_workers
+        from trainables.device_worker import start_registry
         from trainables.worker_trial import TRIAL_CPU
 
-        workers = start_workers(args.pack)  # one per node: they train every trial there
+        registry = start_registry(args.pack)  # a device worker per node, on first use
         resources = {"cpu": TRIAL_CPU, "gpu": 0}
-        max_concurrent = args.max_concurrent or args.pack * len(workers)
+        nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0))
+        max_concurrent = args.max_concurrent or args.pack * max(1, nodes)
     else:
         resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
         max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
@@ -373,7 +374,7 @@ def run_search(
         try:
             tuner.fit()
         finally:
-            passes = stop_workers(workers)
+            passes = stop_workers(registry)
     phases.lap("trials")
     if not args.resume:
         write_study(study, experiment)
@@ -392,17 +393,17 @@ def run_search(
     return 0 if any(o.ended != "crashed" for o in outcomes) else 1
 
 
-def stop_workers(workers: list[Any]) -> list[int]:
+def stop_workers(registry: Any) -> list[int]:
     """Ends the search's device workers; returns the trial count of each pass they ran."""
+    if registry is None:
+        return []
     import ray
 
-    sizes: list[int] = []
-    for worker in workers:
-        try:
-            sizes += ray.get(worker.stats.remote(), timeout=30)["pack_sizes"]
-        except (ray.exceptions.RayError, TimeoutError):
-            pass  # a worker that died keeps no statistics
-        ray.kill(worker)
+    try:
+        sizes = ray.get(registry.pack_sizes.remote(), timeout=60)
+    except (ray.exceptions.RayError, TimeoutError):
+        sizes = []
+    ray.kill(registry)  # and with it the workers it started
     return sizes
 
 
