@@ -7,7 +7,7 @@ On the default search's data (the synthetic corpus and small encoder of
 ``tune_eegpt/configs/synthetic_default.yaml``, caches under ``--workdir``, built if
 missing), the base run (max_lr 4e-4, pct_start 0.2, 10 epochs, batch 64, dropout 0.5) is
 trained once per seed on each feature cache (``model.feature_dtype``), through the path
-every run takes (the fused probe step), 1 torch thread; ``--max-lr`` replaces the base
+every run takes (the packed engine), 1 torch thread; ``--max-lr`` replaces the base
 run's peak LR (e.g. the better-tuned 1e-3). A seed fixes the head's initial
 weights, the epoch order and the dropout bits, so the two runs of a seed differ only in
 the features' rounding: the difference is paired per seed.
@@ -18,7 +18,7 @@ AUROC) per dtype as mean and standard deviation over the seeds, the paired diffe
 file size of each cache, the features' largest magnitude and how many float8 values sit
 at the +-448 saturation limit, float8's relative RMS rounding error against the float16
 values, and the median CPU time of an epoch on each, train alone and train + validation
-(validation casts float8 with torch's own cast, ~10x slower than the fused step's).
+(validation casts float8 with torch's own cast, ~10x slower than the packed engine's).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def default_config(workdir: Path) -> RunConfig:
 def train_one(cfg: RunConfig, prepared) -> tuple[dict[str, float], float]:
     """Final metrics of a whole run, with its best val AUROC; median CPU s per epoch."""
     trainer = build_trainer(cfg, prepared)
-    assert trainer.fused is not None, trainer.fused_skipped_because
+    assert trainer.engine_name == "packed", trainer.engine_reason
     cpu = []
     while not trainer.finished:
         start = time.thread_time()
@@ -140,7 +140,7 @@ def main() -> None:
 
     n = args.seeds
     print(
-        f"\n{n} seeds, default probe and corpus, max_lr {base.schedule.max_lr:g}, fused path, "
+        f"\n{n} seeds, default probe and corpus, max_lr {base.schedule.max_lr:g}, packed engine, "
         f"1 thread; load average "
         f"{os.getloadavg()[0]:.1f}"
     )

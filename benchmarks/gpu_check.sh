@@ -1,45 +1,41 @@
 #!/usr/bin/env bash
-# The GPU check, for a session lent a GPU machine: large/small encoder windows per second in
-# fp32 and bf16 at batch 64 and 256 with peak GPU memory, the probe epoch cached vs. live,
-# how many cached-feature probe trials share one GPU (one process each, its own feature
-# copy), and (issue 12) 1 and 16 trials sharing ONE device-resident copy of TUAB-sized
-# features (747k rows of 16 x 4 x 512 float16 = 49 GB) through CUDA IPC, with the fused
-# probe step: rows/s per trial and in all, own GPU memory per trial, ratio to the
-# bandwidth floor. Needs torch (CUDA), pyarrow, scikit-learn, PyYAML and tqdm; not ray.
-# Writes JSON and a log to $OUT (default benchmarks/results). Sized for <= 8 minutes on
-# one H100 (80 GB), issue 12's part first: the GPU tests of the step queue and its CUDA
-# graphs (<= 1 min), 1 and 16 trials on TUAB-sized features (<= 4 min), 16 on float8
-# features (<= 2.5 min), one eager trial (<= 1.5 min); then the encoder at batch 256 and
-# trials per GPU (~2 min). Each part has its own timeout.
+# The GPU check, for a session lent a GPU machine (one H100/H200): what the CPU tests and
+# benchmarks run, on the GPU. Installs what it needs (scripts/setup.sh: the CUDA build of
+# torch on a machine with an NVIDIA GPU), then, each part under its own timeout (sum 530 s)
+# and stopping at the first part that fails:
+#   1. the packed engine's tests on the GPU (TUNE_EEGPT_TEST_DEVICE=cuda): gradients
+#      against autograd, a trial's results independent of its pass-mates, the stacked
+#      AdamW against torch's, device-resident rows (<= 90 s);
+#   2. K = 1, 4, 16, 64 trials in one pass against K passes of one, on 100k rows of the
+#      large encoder's 16 x 4 x 512 float16 features (6.5 GB; time is linear in the rows,
+#      so x 7.47 gives TUAB's 747k), same and different seeds (<= 240 s);
+#   3. a small real search through the device worker on the GPU, end to end: the default
+#      corpus, 16 trials, 4 epochs (<= 200 s, the cache build included).
+# Writes JSON and a log to $OUT (default benchmarks/results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export RAY_USAGE_STATS_ENABLED=0 RAY_AUTH_MODE=disabled
+PY=.venv/bin/python
+part() {  # part NAME SECONDS COMMAND...: runs it, stops the check when it fails
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (<= $limit s)"
+  timeout "$limit" "$@"
+  local rc=$?
+  [ "$rc" = 0 ] || { echo "!! $name failed (exit $rc): stopping here"; exit "$rc"; }
+}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-  echo "== the sync-free step queue and its CUDA graphs on this GPU (issue 12)"
-  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_device_steps.py \
-    tests/test_device_features.py || echo "(pytest failed or is missing here)"
-  echo "== shared device-resident features, fused probe step, CUDA graphs (issue 12)"
-  timeout 240 python3 benchmarks/gpu_trials.py --rows 747000 --trials 1 16 --epochs 1 \
-    --json "$OUT/gpu_trials.json"
-  echo "== the same with float8 (e4m3) features: half the bytes per row"
-  timeout 150 python3 benchmarks/gpu_trials.py --rows 747000 --trials 16 --epochs 1 \
-    --feature-dtype float8_e4m3 --json "$OUT/gpu_trials_float8.json"
-  echo "== the same, one trial, kernels launched eagerly (what the graphs buy)"
-  timeout 90 python3 benchmarks/gpu_trials.py --rows 100000 --trials 1 --epochs 1 \
-    --graphs off --json "$OUT/gpu_trials_eager.json"
-  for dtype in fp32 bf16; do
-    for bs in 256; do
-      echo "== encoder $dtype batch $bs"
-      timeout 90 python3 benchmarks/encoder_throughput.py --device cuda --dtype "$dtype" --batch-size "$bs" \
-        --repeats 10 --epoch-windows 16384 --probe-batch-size 64 --live-steps 20 \
-        --json "$OUT/encoder_${dtype}_b${bs}.json"
-    done
-  done
-  echo "== trials per GPU (cached features of the large encoder, bf16 head)"
-  timeout 120 python3 benchmarks/trials_per_gpu.py --device cuda --precision bf16 --rows 40000 --epochs 2 \
-    --processes 1 2 4 8 --json "$OUT/trials_per_gpu.json"
+  timeout 300 bash scripts/setup.sh || { echo "!! setup failed"; exit 1; }
+  part "packed engine tests on the GPU" 90 env TUNE_EEGPT_TEST_DEVICE=cuda \
+    "$PY" -m pytest -q -p no:cacheprovider tests/test_packed_engine.py \
+    tests/test_stacked_adamw.py tests/test_device_features.py -m "not slow"
+  part "K trials in one pass, large encoder's rows" 240 "$PY" benchmarks/pack_ratio.py \
+    --device cuda --shape large --rows 100000 --ks 1 4 16 64 --repeats 1 \
+    --json "$OUT/pack_ratio_gpu.json"
+  part "a search through the device worker" 200 "$PY" -m tune_eegpt.search \
+    --num-samples 16 --epochs 4 --storage "$OUT/gpu_search" --name gpu-check
 } 2>&1 | tee "$OUT/gpu_check.log"

@@ -1,4 +1,4 @@
-"""One cached-feature train epoch of the probe against its memory floor, with a breakdown.
+"""One cached-feature train epoch of the probe against its memory floor.
 
     python benchmarks/probe_epoch.py --workdir /tmp/perf_probe \
         [--json benchmarks/results/probe_epoch.json]
@@ -9,17 +9,16 @@ missing), 1 torch thread, the default probe (hidden 16, dropout 0.5, batch 64, f
 
 - floor: a copy of the train split's feature bytes (rows x 8,192 B of float16) from one
   contiguous array to another, the least any epoch that reads every row once can cost;
-- generic path: ``ProbeTrainer(..., fast_path=False)``, the autograd step (the code before
-  the fused step), ``train_epoch`` without validation;
-- fused path: ``ProbeTrainer`` as every run builds it (training/fused_probe.py);
-- breakdown of the fused epoch: each stage run alone over one epoch's micro-batches, in
-  microseconds per row; "loop and rest" is the measured epoch minus the stages.
+- autograd engine: ``ProbeTrainer(..., fast_path=False)``, the reference step,
+  ``train_epoch`` without validation;
+- packed engine: ``ProbeTrainer`` as every run builds it (training/engines/packed.py), a
+  pass of one trial; its CPU time per optimizer step is printed too.
 
 Each figure is given as CPU time (``time.thread_time``, median), and as wall time, best
-(min) and median, over ``--epochs`` epochs (the floor: over 20 copies; the stages: per
-call). On a shared machine wall time counts the slices other processes take from this
-one, and a 1 ms copy is preempted far less often than a 50 ms epoch; CPU time counts only
-this thread's own work, so the headline ratio is CPU over CPU, taken in this run.
+(min) and median, over ``--epochs`` epochs (the floor: over 20 copies). On a shared
+machine wall time counts the slices other processes take from this one, and a 1 ms copy is
+preempted far less often than a 50 ms epoch; CPU time counts only this thread's own work,
+so the headline ratio is CPU over CPU, taken in this run.
 """
 
 from __future__ import annotations
@@ -47,8 +46,7 @@ from tune_eegpt.pipeline import (  # noqa: E402
     prepare_data,
     split_sources,
 )
-from tune_eegpt.training.dropout_bits import half_dropout_  # noqa: E402
-from tune_eegpt.training.trainer import ProbeTrainer, epoch_permutation  # noqa: E402
+from tune_eegpt.training.trainer import ProbeTrainer  # noqa: E402
 
 
 def default_config(workdir: Path, epochs: int) -> RunConfig:
@@ -100,45 +98,6 @@ def floor_seconds(
     return wall[1:], cpu[1:]
 
 
-def breakdown(trainer: ProbeTrainer, epochs: int) -> dict[str, tuple[float, float]]:
-    """Each stage of the fused path, run alone: (best, median) seconds per call times its
-    calls per epoch."""
-    fused, t = trainer.fused, trainer.cfg.train
-    n = len(trainer.train_data)
-    rows_per_chunk = fused.chunk_batches * t.batch_size
-    names = ["permutation", "gather", "dropout bits", "cast to float32"]
-    names += ["forward + backward", "optimizer step"]
-    calls: dict[str, list[float]] = {k: [] for k in names}
-    per_epoch = dict.fromkeys(names, 0)
-
-    def timed(name, fn, *args):
-        clock = time.perf_counter()
-        out = fn(*args)
-        calls[name].append(time.perf_counter() - clock)
-        per_epoch[name] += epoch == 0
-        return out
-
-    width, dtype = fused.rows.width, fused.rows.dtype
-    z_buf = torch.empty(rows_per_chunk, width, dtype=dtype)  # reused, as in the trainer
-    x = torch.empty(t.batch_size, width)
-    for epoch in range(epochs):
-        order = timed("permutation", epoch_permutation, trainer.sampler_seed, epoch, n)
-        fused.start_epoch(order, epoch)
-        for c, lo in enumerate(range(0, n, rows_per_chunk)):
-            index = fused._order[lo : lo + rows_per_chunk]
-            z = timed("gather", fused.rows.gather, index, z_buf[: len(index)])
-            timed("dropout bits", half_dropout_, z, fused.seed, epoch, c)
-            y = fused.rows.labels[index].view(-1, 1)
-            for b in range(0, len(z), t.batch_size):
-                zb, yb = z[b : b + t.batch_size], y[b : b + t.batch_size]
-                xb = timed("cast to float32", x[: len(zb)].copy_, zb)
-                loss = timed("forward + backward", fused._loss_and_grads, xb, yb, t.batch_size)
-                timed("optimizer step", trainer._optimizer_step, float(loss))
-    return {
-        k: (min(v) * per_epoch[k], statistics.median(v) * per_epoch[k]) for k, v in calls.items()
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/perf_probe"))
@@ -150,25 +109,24 @@ def main() -> None:
     torch.set_num_threads(1)
     prepared = prepare_data(cfg, workers=1, progress=False)
     generic = make_trainer(cfg, prepared, fast_path=False)
-    fused = make_trainer(cfg, prepared, fast_path=True)
-    assert fused.fused is not None, fused.fused_skipped_because
-    n = len(fused.train_data)
-    rows = fused.fused.rows
+    packed = make_trainer(cfg, prepared, fast_path=True)
+    assert packed.engine_name == "packed", packed.engine_reason
+    n = len(packed.train_data)
+    rows = packed.train_rows
     row_bytes = rows.width * torch.empty(0, dtype=rows.dtype).element_size()
     runs = {
         "floor": floor_seconds(n, row_bytes),
         "generic": epoch_seconds(generic, args.epochs),
-        "fused": epoch_seconds(fused, args.epochs),
+        "packed": epoch_seconds(packed, args.epochs),
     }
     best = {k: min(wall) for k, (wall, _) in runs.items()}
     median = {k: statistics.median(wall) for k, (wall, _) in runs.items()}
     cpu = {k: statistics.median(c) for k, (_, c) in runs.items()}
-    stages = breakdown(make_trainer(cfg, prepared, fast_path=True), args.epochs - 1)
 
     mb = n * row_bytes / 1e6
     print(
         f"train rows {n}, {row_bytes} B each ({mb:.1f} MB), batch {cfg.train.batch_size}, "
-        f"{fused.batches_per_epoch} steps, 1 thread; load average {os.getloadavg()[0]:.1f}"
+        f"{packed.batches_per_epoch} steps, 1 thread; load average {os.getloadavg()[0]:.1f}"
     )
     print(
         f"{'':32} {'CPU ms':>8} {'x floor':>8} {'best ms':>9} {'x floor':>8} "
@@ -176,8 +134,8 @@ def main() -> None:
     )
     labels = {
         "floor": f"memory floor (copy {mb:.1f} MB)",
-        "generic": "generic path epoch (autograd)",
-        "fused": "fused path epoch",
+        "generic": "autograd engine epoch",
+        "packed": "packed engine epoch (K=1)",
     }
     for key, label in labels.items():
         print(
@@ -185,12 +143,9 @@ def main() -> None:
             f"{best[key] * 1e3:9.2f} {best[key] / best['floor']:8.1f} "
             f"{median[key] * 1e3:10.2f} {median[key] / median['floor']:8.1f}"
         )
-    print(f"fused vs generic: {best['generic'] / best['fused']:.1f}x faster (best)")
-    print(f"fused epoch by stage, each alone   {'best ms':>9} {'us/row':>7} {'median ms':>10}")
-    for name, (lo, mid) in stages.items():
-        print(f"  {name:32} {lo * 1e3:9.2f} {lo / n * 1e6:7.2f} {mid * 1e3:10.2f}")
-    rest = best["fused"] - sum(lo for lo, _ in stages.values())
-    print(f"  {'loop and rest (epoch - stages)':32} {rest * 1e3:9.2f} {rest / n * 1e6:7.2f}")
+    print(f"packed vs autograd: {best['generic'] / best['packed']:.1f}x faster (best)")
+    steps = packed.batches_per_epoch
+    print(f"packed engine, one trial: {cpu['packed'] / steps * 1e3:.3f} ms CPU per step")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         result = {
@@ -203,7 +158,6 @@ def main() -> None:
             "best_s": best,
             "median_s": median,
             "best_over_floor": {k: v / best["floor"] for k, v in best.items()},
-            "stages_best_median_s": stages,
         }
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -29,8 +31,12 @@ def probe_head(seed: int = 0, dropout: float = 0.5) -> LinearProbeHead:
     return LinearProbeHead(n, d, num_summary=s, hidden=8, dropout=dropout)
 
 
+# benchmarks/gpu_check.sh runs these tests on a GPU with TUNE_EEGPT_TEST_DEVICE=cuda
+DEVICE = os.environ.get("TUNE_EEGPT_TEST_DEVICE", "cpu")
+
+
 def probe_config(**overrides) -> RunConfig:
-    base = {"device": "cpu", "epochs": 4, "batch_size": 16, "max_lr": 3e-3, "encoder": "none"}
+    base = {"device": DEVICE, "epochs": 4, "batch_size": 16, "max_lr": 3e-3, "encoder": "none"}
     base.update(overrides)
     return RunConfig().with_overrides(base)
 

@@ -45,8 +45,8 @@ def test_gradients_and_loss_equal_autograd_on_the_same_mask() -> None:
     x, y = trainer.train_data.get_batch(order[16:32])
     kept = half_dropout_(x.reshape(16, -1).clone(), seed=7, epoch=3, micro_batch=1).float() * 2
     reference.eval()  # no dropout of its own: the mask is applied above
-    logits = reference(kept.view(x.shape))
-    expected = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / 24
+    logits = reference(kept.view(x.shape).to(trainer.device))
+    expected = F.binary_cross_entropy_with_logits(logits, y.to(logits.device), reduction="sum") / 24
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     engine.store()
@@ -59,7 +59,7 @@ def test_gradients_and_loss_equal_autograd_on_the_same_mask() -> None:
 
 def test_accumulated_micro_batches_add_their_gradients() -> None:
     trainer = probe_trainer(n=32, batch_size=16, dropout=0.0)
-    trainer.head = probe_head(dropout=0.0)
+    trainer.head = probe_head(dropout=0.0).to(trainer.device)
     trainer.optimizer = torch.optim.AdamW(trainer.head.parameters())
     reference = copy.deepcopy(trainer.head)
     engine = packed.build([trainer])
@@ -68,7 +68,10 @@ def test_accumulated_micro_batches_add_their_gradients() -> None:
     engine.micro_batch(0, [32])
     engine.micro_batch(1, [32])
     x, y = trainer.train_data.get_batch(order)
-    (F.binary_cross_entropy_with_logits(reference(x.float()), y, reduction="sum") / 32).backward()
+    logits = reference(x.float().to(trainer.device))
+    (
+        F.binary_cross_entropy_with_logits(logits, y.to(logits.device), reduction="sum") / 32
+    ).backward()
     for g, q in zip(head_grads(engine, 0, trainer.head), reference.parameters(), strict=True):
         torch.testing.assert_close(g, q.grad, rtol=1e-4, atol=1e-6)
 
