@@ -66,7 +66,7 @@ def trainers(data: TensorBatches, shape, k: int, same_seed: bool, device: str) -
             {
                 "encoder": "none",
                 "device": device,
-                "epochs": 4,
+                "epochs": 100,  # room for every repeat of the same epoch
                 "batch_size": BATCH,
                 "seed": seed,
                 "max_lr": float(10 ** rng.uniform(-4, -2)),

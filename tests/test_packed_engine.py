@@ -43,7 +43,12 @@ def test_gradients_and_loss_equal_autograd_on_the_same_mask() -> None:
 
     # autograd on the same rows with the same mask (seed 7, epoch 3, micro-batch 1)
     x, y = trainer.train_data.get_batch(order[16:32])
-    kept = half_dropout_(x.reshape(16, -1).clone(), seed=7, epoch=3, micro_batch=1).float() * 2
+    kept = (
+        half_dropout_(
+            x.reshape(16, -1).clone(), seed=7, epoch=3, first_batch=1, batch_rows=16
+        ).float()
+        * 2
+    )
     reference.eval()  # no dropout of its own: the mask is applied above
     logits = reference(kept.view(x.shape).to(trainer.device))
     expected = F.binary_cross_entropy_with_logits(logits, y.to(logits.device), reduction="sum") / 24
@@ -78,7 +83,7 @@ def test_accumulated_micro_batches_add_their_gradients() -> None:
 
 def test_dropout_bits_keep_each_element_with_probability_one_half() -> None:
     x = torch.ones(2000, 1000, dtype=torch.float16)
-    half_dropout_(x, seed=3, epoch=1, micro_batch=0)
+    half_dropout_(x, seed=3, epoch=1, first_batch=0)
     assert set(x.unique().tolist()) == {0.0, 1.0}  # kept values untouched, no scaling here
     kept = x.float()
     n = kept.numel()
@@ -97,10 +102,19 @@ def test_dropout_bits_keep_each_element_with_probability_one_half() -> None:
     assert set(x32.unique().tolist()) == {0.0, 1.0}
 
 
+def test_a_micro_batch_draws_the_same_mask_alone_or_in_a_chunk() -> None:
+    # what makes masks independent of the engine's chunk size (a speed setting)
+    chunk = keep_bits(4, 1, first_batch=3, rows=3 * 16 + 5, batch_rows=16, width=100)
+    alone = [keep_bits(4, 1, b, rows=16, batch_rows=16, width=100) for b in (3, 4, 5)]
+    short = keep_bits(4, 1, 6, rows=5, batch_rows=16, width=100)  # the epoch's last, short
+    assert np.array_equal(chunk, np.concatenate([*alone, short]))
+    assert not np.array_equal(alone[0], alone[1])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float8_e4m3fn])
 def test_the_device_unpacking_draws_the_host_masks(dtype) -> None:
     # what a GPU runs (the packed bits unpacked by torch), here on a CPU, against NumPy
-    bits = keep_bits(5, 2, 9, rows=7, width=83)
+    bits = keep_bits(5, 2, 9, rows=7, batch_rows=7, width=83)
     expected = np.unpackbits(bits, axis=1, count=83, bitorder="little")
     assert np.array_equal(unpack_keep(torch.from_numpy(bits), 83).numpy(), expected)
     values = torch.randn(7, 83).to(dtype)

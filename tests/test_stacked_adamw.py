@@ -4,6 +4,7 @@ every step), with per-row hyperparameters and per-row step times."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from tune_eegpt.training.stacked_adamw import StackedAdamW
@@ -58,15 +59,14 @@ def test_stacked_rows_follow_torch_adamw_with_cycled_betas_step_by_step() -> Non
         for r in rows:
             adamw.grads[r] = grads[r][taken[r]]
         groups = [schedules[r][0].param_groups[0] for r in rows]
-        hyper = torch.tensor(
+        hyper = np.array(
             [
                 [g["lr"], g["betas"][0], g["betas"][1], settings[r]["eps"], settings[r]["wd"]]
                 for r, g in zip(rows, groups, strict=True)
-            ],
-            dtype=torch.float64,
+            ]
         )
         betas_seen.update(g["betas"][0] for g in groups)
-        adamw.step(torch.tensor(rows) if len(rows) < len(settings) else None, *hyper.unbind(1))
+        adamw.step(np.array(rows) if len(rows) < len(settings) else None, hyper)
         for r in rows:
             schedules[r][0].step()
             schedules[r][1].step()

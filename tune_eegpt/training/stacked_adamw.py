@@ -12,8 +12,9 @@ the order of torch's single-tensor AdamW (``torch/optim/adam.py``, decoupled wei
     v   = v * beta2 + (1 - beta2) * g * g
     p  -= lr / (1 - beta1**step) * m / (sqrt(v) / sqrt(1 - beta2**step) + eps)
 
-torch computes the bias corrections as Python floats (double precision); here they are
-float64 tensors cast to the parameters' dtype at the last product, so the two agree to
+torch computes the bias corrections as Python floats (double precision); here every
+per-row factor is computed in float64 on the host (NumPy: microseconds for any K, where a
+torch call on a tiny tensor costs several) and applied as float32, so the two agree to
 float32 rounding, not bit for bit (tests/test_stacked_adamw.py states the bound).
 The state is torch's own (``exp_avg``, ``exp_avg_sq``, ``step``), so it moves in and out
 of a ``torch.optim.AdamW`` state_dict unchanged (training/engines/packed.py).
@@ -23,61 +24,71 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
 @dataclass
 class StackedAdamW:
     """State of K independent AdamW optimizers, one row each. ``params``/``grads``/
-    ``exp_avg``/``exp_avg_sq`` are (K, M); ``steps`` (K,) float64 counts the steps taken."""
+    ``exp_avg``/``exp_avg_sq`` are (K, M) tensors; ``steps`` (K,) float64 on the host counts
+    the steps each row took (torch keeps it as a tensor per parameter; here it only ever
+    enters the bias corrections, which are computed on the host)."""
 
     params: torch.Tensor
     grads: torch.Tensor
     exp_avg: torch.Tensor
     exp_avg_sq: torch.Tensor
-    steps: torch.Tensor
+    steps: np.ndarray
 
     @classmethod
     def zeros_like(cls, params: torch.Tensor) -> StackedAdamW:
-        k = params.shape[0]
-        return cls(
-            params,
-            torch.zeros_like(params),
-            torch.zeros_like(params),
-            torch.zeros_like(params),
-            torch.zeros(k, dtype=torch.float64, device=params.device),
-        )
+        zeros = [torch.zeros_like(params) for _ in range(3)]
+        return cls(params, *zeros, np.zeros(params.shape[0], dtype=np.float64))
 
-    def step(
-        self,
-        rows: torch.Tensor | None,
-        lr: torch.Tensor,
-        beta1: torch.Tensor,
-        beta2: torch.Tensor,
-        eps: torch.Tensor,
-        weight_decay: torch.Tensor,
-    ) -> None:
-        """One update of the rows ``rows`` (int64 indices; None: every row). The
-        hyperparameters are float64 (len(rows),) tensors, one value per updated row."""
+    def step(self, rows: np.ndarray | None, hyper: np.ndarray) -> None:
+        """One update of the rows ``rows`` (indices; None: every row). ``hyper``
+        (len(rows), 5) float64: lr, beta1, beta2, eps, weight_decay of each updated row."""
         if rows is None:
             p, g, m, v = self.params, self.grads, self.exp_avg, self.exp_avg_sq
             self.steps += 1
             step = self.steps
         else:
-            p, g = self.params[rows], self.grads[rows]
-            m, v = self.exp_avg[rows], self.exp_avg_sq[rows]
+            index = torch.from_numpy(rows).to(self.params.device)
+            p, g = self.params[index], self.grads[index]
+            m, v = self.exp_avg[index], self.exp_avg_sq[index]
             step = self.steps[rows] + 1
             self.steps[rows] = step
-        dtype = p.dtype
-        col = lambda t: t.to(dtype).unsqueeze(1)  # noqa: E731  (n,) -> (n, 1)
-        p.mul_(col(1 - lr * weight_decay))
-        m.lerp_(g, col(1 - beta1))
-        v.mul_(col(beta2)).addcmul_(g, g * col(1 - beta2))
-        step_size = lr / (1 - beta1**step)
-        bias_correction2_sqrt = (1 - beta2**step).sqrt()
-        denom = (v.sqrt() / col(bias_correction2_sqrt)).add_(col(eps))
-        p.addcdiv_(m * col(-step_size), denom)
+        lr, beta1, beta2, eps, weight_decay = hyper.T
+        # every per-row factor on the host (n, 7): NumPy takes microseconds for any n
+        factors = np.stack(
+            [
+                1 - lr * weight_decay,
+                1 - beta1,
+                beta2,
+                1 - beta2,
+                lr / (1 - beta1**step),  # the step size, bias-corrected
+                np.sqrt(1 - beta2**step),  # sqrt of bias correction 2
+                eps,
+            ],
+            axis=1,
+        )
+        if (factors == factors[0]).all():  # one value per factor (one row, or equal rows):
+            # Python floats, torch's own single-tensor AdamW arithmetic
+            decay, w1, b2, w2, size, bc2, e = factors[0].tolist()
+            p.mul_(decay)
+            m.lerp_(g, w1)
+            v.mul_(b2).addcmul_(g, g, value=w2)
+            denom = (v.sqrt() / bc2).add_(e)
+            p.addcdiv_(m, denom, value=-size)
+        else:
+            f = torch.from_numpy(factors.astype(np.float32)).to(p.device).unsqueeze(2)
+            p.mul_(f[:, 0])
+            m.lerp_(g, f[:, 1])
+            v.mul_(f[:, 2]).addcmul_(g, g * f[:, 3])
+            denom = (v.sqrt() / f[:, 5]).add_(f[:, 6])
+            p.addcdiv_(m * f[:, 4], denom, value=-1.0)
         if rows is not None:
-            self.params[rows] = p
-            self.exp_avg[rows] = m
-            self.exp_avg_sq[rows] = v
+            self.params[index] = p
+            self.exp_avg[index] = m
+            self.exp_avg_sq[index] = v

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from tune_eegpt.training.trainer import ProbeTrainer
 
 NAME = "packed"
+CHUNK_BYTES = 4 << 20  # float32 rows of micro-batches staged at once (speed only)
 PRIORITY = 10  # chosen before the autograd reference wherever it applies
 
 
@@ -101,13 +102,13 @@ def _head_params(head: LinearProbeHead) -> list[torch.nn.Parameter]:
 
 class PackedHeads:
     """The micro-batches and optimizer steps of ``trainers``' heads, as stacked tensors.
-    Heads are numbered as ``trainers`` is ordered."""
+    Heads are numbered as ``trainers`` is ordered; inside, they are stored group by group
+    (row ``self.row[i]`` holds head i), so that a group's heads are one slice."""
 
     name = NAME
 
     def __init__(self, trainers: Sequence[ProbeTrainer]) -> None:
-        self.trainers = list(trainers)
-        first = self.trainers[0]
+        first = trainers[0]
         self.rows: FeatureRows = first.train_rows
         self.device = first.device
         self.batch_size = first.cfg.train.batch_size
@@ -116,14 +117,28 @@ class PackedHeads:
         self.n, self.kd, self.h, self.width = n, s * d, h, n * s * d
         self.max_norm1 = first.head.probe1.max_norm
         self.max_norm2 = first.head.probe2.max_norm
+        self._sizes = [h * self.kd, h, n * h, 1]
+        # groups: heads that read the same rows in the same order with the same masks
+        keys = [(t.sampler_seed, t.epoch, t.head.drop.p) for t in trainers]
+        order = sorted(range(len(trainers)), key=lambda i: list(dict.fromkeys(keys)).index(keys[i]))
+        self.trainers = [trainers[i] for i in order]  # in row order
+        self.row = np.empty(len(trainers), dtype=np.int64)
+        self.row[order] = np.arange(len(trainers))
+        self._head_of_row = order
+        self._in_order = order == sorted(order)
+        self.groups: list[tuple[tuple, slice]] = []
+        for key in dict.fromkeys(keys):
+            members = [r for r, i in enumerate(order) if keys[i] == key]
+            self.groups.append((key, slice(members[0], members[-1] + 1)))
         k = len(self.trainers)
-        sizes = [h * self.kd, h, n * h, 1]
-        self._sizes = sizes
         params = torch.cat(
-            [torch.cat([p.detach().reshape(-1) for p in _head_params(t.head)]) for t in trainers]
+            [
+                torch.cat([p.detach().reshape(-1) for p in _head_params(t.head)])
+                for t in self.trainers
+            ]
         ).view(k, -1)
         self.adamw = StackedAdamW.zeros_like(params.to(self.device))
-        for t in trainers:
+        for t in self.trainers:
             # no parameter has a gradient: a no-op that tells the scheduler's step-order
             # check that this optimizer steps (the engine steps it on its behalf)
             t.optimizer.step()
@@ -131,23 +146,33 @@ class PackedHeads:
         self.w1, self.b1, self.w2, self.b2 = self._views(self.adamw.params)
         self.g_w1, self.g_b1, self.g_w2, self.g_b2 = self._views(self.adamw.grads)
         self.window_loss = torch.zeros(k, dtype=torch.float64, device=self.device)
-        self.clip = torch.tensor(
-            [t.cfg.optim.grad_clip or math.inf for t in trainers], device=self.device
-        )
+        clips = np.array([t.cfg.optim.grad_clip or math.inf for t in self.trainers])
+        self.clip = torch.tensor(clips, dtype=torch.float32, device=self.device)
+        self.clips_any = bool(np.isfinite(clips).any())
         self.scale = torch.tensor(
-            [1.0 / (1.0 - t.head.drop.p) for t in trainers], device=self.device
+            [1.0 / (1.0 - t.head.drop.p) for t in self.trainers], device=self.device
         )
-        # groups: heads that read the same rows in the same order with the same masks
-        keys = [(t.sampler_seed, t.epoch, t.head.drop.p) for t in trainers]
-        self.groups: list[tuple[tuple, torch.Tensor]] = []
-        for key in dict.fromkeys(keys):
-            members = [i for i, other in enumerate(keys) if other == key]
-            self.groups.append((key, torch.tensor(members, device=self.device)))
         self._y = torch.empty(k, self.width, device=self.device)  # Y of each head, (K, F)
         self._dsum = torch.empty(k, device=self.device)
         self._loss = torch.empty(k, device=self.device)
         self._orders: list[torch.Tensor] = []
         self._labels = self.rows.labels.to(self.rows.index.device)
+        where = self.rows.table.device
+        bs = self.batch_size
+        # rows are gathered and masked a chunk of micro-batches at a time (a few MB that
+        # stay in cache for the steps that use them; the masks do not depend on it), into
+        # buffers reused all pass long: no allocation, no page faults
+        self.chunk_batches = max(1, CHUNK_BYTES // (bs * self.width * 4))
+        staged = self.chunk_batches * bs
+        self._z = [
+            torch.empty(staged, self.width, dtype=self.rows.dtype, device=where)
+            for _ in self.groups
+        ]
+        self._y_rows = [torch.empty(staged, 1, device=self.device) for _ in self.groups]
+        self._staged = [-1] * len(self.groups)  # the chunk each group's buffer holds
+        self._staged_rows = [0] * len(self.groups)
+        self._x = torch.empty(bs, self.width, device=self.device)
+        self._window_factors: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
 
     def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         k = flat.shape[0]
@@ -156,7 +181,7 @@ class PackedHeads:
 
     # ---- state in and out of the trainers ----------------------------------------------
     def _load_optimizer_state(self) -> None:
-        for i, trainer in enumerate(self.trainers):
+        for r, trainer in enumerate(self.trainers):
             state = trainer.optimizer.state
             params = _head_params(trainer.head)
             if not all(p in state and "exp_avg" in state[p] for p in params):
@@ -165,21 +190,21 @@ class PackedHeads:
                 ("exp_avg", self.adamw.exp_avg),
                 ("exp_avg_sq", self.adamw.exp_avg_sq),
             ):
-                stacked[i] = torch.cat([state[p][name].reshape(-1) for p in params])
-            self.adamw.steps[i] = float(state[params[0]]["step"])
+                stacked[r] = torch.cat([state[p][name].reshape(-1) for p in params])
+            self.adamw.steps[r] = float(state[params[0]]["step"])
 
     def store(self) -> None:
         """Each trainer's head parameters and AdamW state set to this engine's."""
-        for i, trainer in enumerate(self.trainers):
+        for r, trainer in enumerate(self.trainers):
             params = _head_params(trainer.head)
 
-            def chunks(stacked: torch.Tensor, i: int = i) -> tuple[torch.Tensor, ...]:
-                return stacked[i].split(self._sizes)
+            def chunks(stacked: torch.Tensor, r: int = r) -> tuple[torch.Tensor, ...]:
+                return stacked[r].split(self._sizes)
 
             with torch.no_grad():
                 for p, value in zip(params, chunks(self.adamw.params), strict=True):
                     p.copy_(value.view(p.shape))
-            step = float(self.adamw.steps[i])
+            step = float(self.adamw.steps[r])
             if step == 0:
                 continue
             state = trainer.optimizer.state
@@ -196,10 +221,12 @@ class PackedHeads:
     def start_epoch(self, orders: Sequence[np.ndarray]) -> None:
         """``orders[i]``: the order of head i's rows this epoch (one per group is used)."""
         where = self.rows.index.device
+        first_of = {r: i for i, r in enumerate(self.row)}
         self._orders = [
-            torch.from_numpy(np.asarray(orders[int(members[0])], dtype=np.int64)).to(where)
+            torch.from_numpy(np.asarray(orders[first_of[members.start]], dtype=np.int64)).to(where)
             for _, members in self.groups
         ]
+        self._staged = [-1] * len(self.groups)
 
     def micro_batch(self, b: int, window_samples: Sequence[int]) -> int:
         """Accumulates micro-batch ``b``'s gradients into every head; returns its rows.
@@ -207,75 +234,112 @@ class PackedHeads:
         self._renorm()
         w1, w2 = self.w1, self.w2
         col = w2.sum(1)  # (K, H)
-        v = torch.bmm(w2, w1).view(len(self.trainers), self.width)  # (K, F): both maps in one
+        v = torch.bmm(w2, w1).view(-1, self.width)  # (K, F): both maps in one
         c = self.b2 + (col * self.b1).sum(1)  # (K,)
         rows = 0
-        for (seed_epoch_p, members), order in zip(self.groups, self._orders, strict=True):
-            seed, epoch, p = seed_epoch_p
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
-            rows = len(index)
-            z = self.rows.gather(index)  # (B, F) in the stored dtype
-            if p:
-                half_dropout_(z, seed, epoch, b)
-            x = to_float32(z, torch.empty(z.shape, device=self.device))  # (B, F)
-            y = self._labels[index].to(self.device).view(-1, 1)  # (B, 1)
-            scale = float(self.scale[members[0]])
-            v_g, c_g = v.index_select(0, members), c.index_select(0, members)
-            logits = torch.addmm(c_g, x, v_g.t(), alpha=scale)  # (B, Kg)
-            loss = F.binary_cross_entropy_with_logits(
-                logits, y.expand_as(logits), reduction="none"
-            ).sum(0)
+        chunk, i = divmod(b, self.chunk_batches)
+        lo = i * self.batch_size
+        for g, ((_, _, p), members) in enumerate(self.groups):
+            if self._staged[g] != chunk:
+                self._stage(g, chunk)
+            z = self._z[g][lo : lo + self.batch_size]
+            rows = min(len(z), self._staged_rows[g] - lo)
+            x = to_float32(z[:rows], self._x[:rows])  # (B, F) float32
+            y = self._y_rows[g][lo : lo + rows]  # (B, 1)
+            scale = 1.0 / (1.0 - p)
+            logits = torch.addmm(c[members], x, v[members].t(), alpha=scale)  # (B, Kg)
+            loss = F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none")
+            torch.sum(loss, 0, out=self._loss[members])
             d = torch.sigmoid(logits).sub_(y)  # window_samples * dL/dlogit, (B, Kg)
-            self._y.index_copy_(0, members, torch.mm(d.t(), x))  # (Kg, F)
-            self._dsum.index_copy_(0, members, d.sum(0))
-            self._loss.index_copy_(0, members, loss)
-        ws = torch.tensor(window_samples, dtype=torch.float32, device=self.device)
-        self.window_loss.add_(self._loss.double() / ws.double())
-        alpha = self.scale / ws  # (K,)
-        db2 = self._dsum / ws  # (K,)
-        ys = (self._y * alpha.unsqueeze(1)).view(-1, self.n, self.kd)  # (K, N, S*D)
+            torch.mm(d.t(), x, out=self._y[members])  # (Kg, F)
+            torch.sum(d, 0, out=self._dsum[members])
+        inv_ws, inv_ws32, alpha = self._factors(window_samples)
+        self.window_loss.addcmul_(self._loss, inv_ws)  # float64 sums, as the reference's
+        db2 = self._dsum * inv_ws32  # (K,)
+        ys = (self._y * alpha).view(-1, self.n, self.kd)  # (K, N, S*D)
         self.g_w1.baddbmm_(w2.transpose(1, 2), ys)
-        self.g_w2.baddbmm_(ys, w1.transpose(1, 2)).add_(self.b1.unsqueeze(1) * db2.view(-1, 1, 1))
+        self.g_w2.baddbmm_(ys, w1.transpose(1, 2)).addcmul_(
+            self.b1.unsqueeze(1), db2.view(-1, 1, 1)
+        )
         self.g_b1.addcmul_(col, db2.unsqueeze(1))
         self.g_b2.add_(db2)
         return rows
 
+    def _stage(self, g: int, chunk: int) -> None:
+        """Group ``g``'s rows of micro-batches chunk * C .. (chunk + 1) * C - 1: gathered,
+        masked (in the stored dtype), labels beside them."""
+        (seed, epoch, p), _ = self.groups[g]
+        per_chunk = self.chunk_batches * self.batch_size
+        index = self._orders[g][chunk * per_chunk : (chunk + 1) * per_chunk]
+        n = len(index)
+        z = self.rows.gather(index, out=self._z[g][:n])  # (R, F), stored dtype
+        if p:
+            half_dropout_(z, seed, epoch, chunk * self.chunk_batches, self.batch_size)
+        self._y_rows[g][:n].copy_(self._labels[index].view(-1, 1))
+        self._staged[g] = chunk
+        self._staged_rows[g] = n
+
+    def _factors(self, window_samples: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """(1 / window samples (K,) float64 and float32, scale / window samples (K, 1)) per
+        row; the same few values all epoch long, kept."""
+        key = tuple(window_samples)
+        if key not in self._window_factors:
+            in_rows = [key[i] for i in self._head_of_row]
+            ws = torch.tensor(in_rows, dtype=torch.float64, device=self.device)
+            self._window_factors[key] = (
+                1 / ws,
+                (1 / ws).float(),
+                (self.scale / ws.float()).unsqueeze(1),
+            )
+        return self._window_factors[key]
+
     def _renorm(self) -> None:
         """Max-norm of every weight row, as ``torch.renorm`` does (factor
-        max_norm / (norm + 1e-7) where the norm exceeds max_norm)."""
+        max_norm / (norm + 1e-7) where the norm exceeds max_norm). One head's rows are one
+        contiguous block: torch's own renorm, one call per weight; stacked heads' are not."""
+        if len(self.trainers) == 1:
+            self.w1[0].renorm_(p=2, dim=0, maxnorm=self.max_norm1)
+            self.w2.view(1, -1).renorm_(p=2, dim=0, maxnorm=self.max_norm2)
+            return
         for w, max_norm in ((self.w1, self.max_norm1), (self.w2.flatten(1), self.max_norm2)):
             norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
             w.mul_(torch.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0))
 
     def window_losses(self, heads: Sequence[int]) -> list[float]:
         """The summed loss of each of ``heads``' accumulation windows (one host sync)."""
-        return self.window_loss[list(heads)].tolist()
+        return self.window_loss[torch.from_numpy(self.row[list(heads)])].tolist()
 
     def optimizer_step(self, heads: Sequence[int]) -> list[tuple[bool, float]]:
         """One AdamW step of each of ``heads`` at its trainer's current lr and betas;
         their gradients and window losses start again from zero. Returns (stepped,
         gradient norm before clipping) per head."""
         k = len(self.trainers)
-        rows = None if len(heads) == k else torch.tensor(list(heads), device=self.device)
-        grads = self.adamw.grads if rows is None else self.adamw.grads[rows]
+        rows = None if len(heads) == k else self.row[list(heads)]
+        index = None if rows is None else torch.from_numpy(rows).to(self.device)
+        grads = self.adamw.grads if rows is None else self.adamw.grads[index]
         norm = torch.linalg.vector_norm(grads, dim=1)  # (n,)
-        clip = self.clip if rows is None else self.clip[rows]
-        coef = (clip / (norm + 1e-6)).clamp_(max=1.0)
-        if rows is None:
-            grads.mul_(coef.unsqueeze(1))
-        else:
-            self.adamw.grads[rows] = grads * coef.unsqueeze(1)
-        groups = [self.trainers[i].optimizer.param_groups[0] for i in heads]
-        hyper = torch.tensor(
-            [[g["lr"], g["betas"][0], g["betas"][1], g["eps"], g["weight_decay"]] for g in groups],
-            dtype=torch.float64,
-            device=self.device,
+        if self.clips_any:
+            clip = self.clip if rows is None else self.clip[index]
+            coef = (clip / (norm + 1e-6)).clamp_(max=1.0).unsqueeze(1)
+            if rows is None:
+                grads.mul_(coef)
+            else:
+                self.adamw.grads[index] = grads * coef
+        groups = [
+            self.trainers[r].optimizer.param_groups[0]
+            for r in (rows if rows is not None else range(k))
+        ]
+        hyper = np.array(
+            [[g["lr"], g["betas"][0], g["betas"][1], g["eps"], g["weight_decay"]] for g in groups]
         )
-        self.adamw.step(rows, *hyper.unbind(1))
+        self.adamw.step(rows, hyper)
         if rows is None:
             self.adamw.grads.zero_()
             self.window_loss.zero_()
         else:
-            self.adamw.grads.index_fill_(0, rows, 0.0)
-            self.window_loss.index_fill_(0, rows, 0.0)
-        return [(True, value) for value in norm.tolist()]
+            self.adamw.grads.index_fill_(0, index, 0.0)
+            self.window_loss.index_fill_(0, index, 0.0)
+        norms = norm.tolist()
+        if rows is None and not self._in_order:  # in row order: back to the heads' order
+            norms = [norms[r] for r in self.row[list(heads)]]
+        return [(True, value) for value in norms]
