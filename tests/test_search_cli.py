@@ -217,3 +217,15 @@ def test_readme_flag_table_lists_every_search_flag():
     parser = search.build_parser()
     flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
     assert in_table == flags - {"--help"}
+
+
+def test_trials_at_once_with_device_workers_follow_the_cpus_and_the_pack():
+    from tune_eegpt.search import worker_concurrency
+
+    def node(cpus, alive=True):
+        return {"Alive": alive, "Resources": {"CPU": cpus}}
+
+    assert worker_concurrency([node(2)], pack=16) == 2  # one per CPU on a small machine
+    assert worker_concurrency([node(32), node(32)], pack=16) == 32  # the pack per node
+    assert worker_concurrency([node(0), node(8), node(8, alive=False)], pack=16) == 8
+    assert worker_concurrency([], pack=16) == 1

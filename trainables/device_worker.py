@@ -37,9 +37,8 @@ from tune_eegpt.training.trainer import ProbeTrainer
 
 log = logging.getLogger("tune_eegpt")
 
-NAMESPACE = "tune_eegpt"
-PREFIX = "tune-eegpt-worker"
-BATCH_WINDOW_S = 0.05  # how long a pass waits for the other trials' requests
+BATCH_WINDOW_S = 0.05  # how long a pass waits for the other trials' requests, at most
+BATCH_WINDOW_SHARE = 0.25  # and at most this share of the last pass's time
 DEFAULT_PACK = 16  # trials trained together in one pass, at most
 
 
@@ -52,6 +51,8 @@ class DeviceWorker:
         self.running: set[str] = set()
         self._runner: asyncio.Task | None = None
         self.pack_sizes: list[int] = []  # trials in each pass so far
+        self._last_pass_s = 0.0
+        self._last_pass: set[str] = set()  # the trials of the last pass: expected back
         # One thing at a time touches torch's global state: building a trainer seeds the
         # global generator for the head's initial weights, a checkpoint restores it, and
         # the autograd engine's dropout draws from it. A register that waits for a pass
@@ -108,8 +109,11 @@ class DeviceWorker:
     async def _run_passes(self) -> None:
         loop = asyncio.get_running_loop()
         while self.pending:
-            deadline = loop.time() + BATCH_WINDOW_S
-            while len(self.pending) < len(self.trainers) and loop.time() < deadline:
+            # wait for the trials of the last pass to ask again, as long as waiting costs
+            # little against a pass (short passes gain nothing from company anyway)
+            deadline = loop.time() + min(BATCH_WINDOW_S, BATCH_WINDOW_SHARE * self._last_pass_s)
+            expected = self._last_pass & set(self.trainers)
+            while not expected <= set(self.pending) and loop.time() < deadline:
                 await asyncio.sleep(0.002)
             batch, self.pending = self.pending, {}
             for group in self._passes(list(batch)):
@@ -125,6 +129,8 @@ class DeviceWorker:
                 finally:
                     self.running = set()
                 self.pack_sizes.append(len(group))
+                self._last_pass_s = time.time() - started
+                self._last_pass = set(group)
                 # each epoch's state on disk before its result is out: a result Tune has
                 # seen always has a checkpoint, whatever happens to this worker next
                 saved = await asyncio.to_thread(self._alone, self._save_all, trainers)
@@ -167,67 +173,5 @@ class DeviceWorker:
         }
 
 
+# Ray restarts a worker that died (empty: its trials restore from their checkpoints)
 RemoteDeviceWorker = ray.remote(max_restarts=-1)(DeviceWorker)
-
-
-class WorkerRegistry:
-    """The search's device workers, one per node, started on first use by a trial of that
-    node. The registry belongs to the search's driver, and the workers to the registry, so
-    they all end with the driver (a Ctrl-C, a SIGKILL or a lost head connection alike).
-    A node that joins later (an autoscaled GPU worker) gets its worker when its first
-    trial asks. A worker reserves one CPU and, on a node with GPUs, one GPU; it trains with
-    as many torch threads as its node has CPUs."""
-
-    def __init__(self, pack: int) -> None:
-        self.pack = pack
-        self.workers: dict[str, Any] = {}
-
-    async def worker_for(self, node_id: str) -> Any:
-        if node_id not in self.workers:
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-            resources = node.get("Resources", {})
-            cpus = int(resources.get("CPU", 1))
-            self.workers[node_id] = RemoteDeviceWorker.options(
-                num_cpus=min(1, cpus),
-                num_gpus=1 if resources.get("GPU", 0) >= 1 else 0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
-            ).remote(pack=self.pack, threads=max(1, cpus))
-        return self.workers[node_id]
-
-    async def pack_sizes(self) -> list[int]:
-        """The trial count of every pass the workers ran (a worker that died: none)."""
-        sizes: list[int] = []
-        for worker in self.workers.values():
-            try:
-                sizes += (await worker.stats.remote())["pack_sizes"]
-            except ray.exceptions.RayError:
-                pass
-        return sizes
-
-
-def registry_name(job_id: str) -> str:
-    return f"{PREFIX}s-{job_id}"
-
-
-def start_registry(pack: int) -> Any:
-    """The search's registry of device workers (on the driver's node, no resources)."""
-    job_id = ray.get_runtime_context().get_job_id()
-    return (
-        ray.remote(WorkerRegistry)
-        .options(name=registry_name(job_id), namespace=NAMESPACE, num_cpus=0)
-        .remote(pack)
-    )
-
-
-def worker_of_this_node(job_id: str) -> Any:
-    """The device worker of the caller's node, started by the search's registry."""
-    try:
-        registry = ray.get_actor(registry_name(job_id), namespace=NAMESPACE)
-    except ValueError as exc:
-        raise RuntimeError(
-            f"no device-worker registry for job {job_id}: a WorkerTrial runs inside "
-            "`python -m tune_eegpt.search`, which starts it"
-        ) from exc
-    return ray.get(registry.worker_for.remote(ray.get_runtime_context().get_node_id()))

@@ -36,7 +36,7 @@ class WorkerTrial(tune.Trainable):
     ) -> None:
         # one "Checkpoint successfully created" line per trial-epoch drowns Tune's table
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-        from trainables.device_worker import worker_of_this_node
+        from trainables.worker_registry import worker_of_this_node
 
         self.base_config, self.prepared = base_config, prepared
         self.worker = worker_of_this_node(ray.get_runtime_context().get_job_id())

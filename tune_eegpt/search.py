@@ -344,13 +344,12 @@ def run_search(
     phases.lap("data")
     registry = None
     if getattr(trainable, "uses_worker", False):
-        from trainables.device_worker import start_registry
+        from trainables.worker_registry import start_registry
         from trainables.worker_trial import TRIAL_CPU
 
         registry = start_registry(args.pack)  # a device worker per node, on first use
         resources = {"cpu": TRIAL_CPU, "gpu": 0}
-        nodes = sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0))
-        max_concurrent = args.max_concurrent or args.pack * max(1, nodes)
+        max_concurrent = args.max_concurrent or worker_concurrency(ray.nodes(), args.pack)
     else:
         resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
         max_concurrent = args.max_concurrent or concurrent_trials(ray.cluster_resources(), args)
@@ -391,6 +390,13 @@ def run_search(
         print(interrupted_line(experiment, argv, name), flush=True)
         return EXIT_INTERRUPTED
     return 0 if any(o.ended != "crashed" for o in outcomes) else 1
+
+
+def worker_concurrency(nodes: list[dict[str, Any]], pack: int) -> int:
+    """Trials at once with device workers: one per CPU of the cluster (each is a Python
+    process, a few seconds of start-up on a small machine), at most ``pack`` per node."""
+    alive = [n for n in nodes if n.get("Alive") and n.get("Resources", {}).get("CPU", 0)]
+    return max(1, sum(min(pack, int(n["Resources"]["CPU"])) for n in alive))
 
 
 def stop_workers(registry: Any) -> list[int]:
