@@ -12,6 +12,7 @@ where the trial had got to, so training goes on from there and no epoch is run t
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import re
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
+log = logging.getLogger("tune_eegpt")
 _FOLDER = re.compile(r"^checkpoint_\d+$")
 _STATE_FILE = re.compile(r"^step-\d{9}\.pt$")  # training/checkpoint.py's names
 
@@ -46,3 +48,25 @@ def existing_checkpoint(result: Any) -> tuple[Any, str | None]:
             replaced = tune.Checkpoint(folder, filesystem=fs)
             return type(result)(checkpoint=replaced, metrics=result.metrics), folder
     return result, None
+
+
+class FallbackRestore:
+    """Mixed into a Trainable: ``restore`` goes on from the newest checkpoint the trial kept
+    when the one Tune names is gone. The class says how many epochs its trainer has
+    completed (``epochs_done``), which Tune's iteration count then follows."""
+
+    epochs_done: int
+
+    def restore(self, checkpoint_path: Any) -> None:
+        result, replacement = existing_checkpoint(checkpoint_path)
+        super().restore(result)
+        if replacement is not None:
+            gone = getattr(checkpoint_path, "checkpoint", None)
+            log.warning(
+                "trial %s: %s is gone from storage (a driver killed between Tune's clean-up "
+                "and its next state snapshot); restored from %s, the newest this trial kept",
+                self.trial_id,
+                getattr(gone, "path", gone),
+                replacement,
+            )
+            self._iteration = self.epochs_done

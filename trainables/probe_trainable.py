@@ -19,15 +19,13 @@ from typing import Any
 import ray
 from ray import tune
 
-from trainables.checkpoint_fallback import existing_checkpoint
+from trainables.checkpoint_fallback import FallbackRestore
 from trainables.trial_config import DIVERGED_AUROC, trial_run_config
 from tune_eegpt.pipeline import PreparedData, build_trainer
 from tune_eegpt.training.trainer import Diverged
 
-log = logging.getLogger("tune_eegpt")
 
-
-class ProbeTrainable(tune.Trainable):
+class ProbeTrainable(FallbackRestore, tune.Trainable):
     uses_worker = False
 
     def setup(
@@ -86,19 +84,9 @@ class ProbeTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint: str | dict) -> None:
         self.trainer.load_checkpoint(checkpoint)
 
-    def restore(self, checkpoint_path: Any) -> None:
-        result, replacement = existing_checkpoint(checkpoint_path)
-        super().restore(result)
-        if replacement is not None:  # Tune's iteration count follows the trainer's epochs
-            gone = getattr(checkpoint_path, "checkpoint", None)
-            log.warning(
-                "trial %s: %s is gone from storage (a driver killed between Tune's clean-up "
-                "and its next state snapshot); restored from %s, the newest this trial kept",
-                self.trial_id,
-                getattr(gone, "path", gone),
-                replacement,
-            )
-            self._iteration = self.trainer.epoch
+    @property
+    def epochs_done(self) -> int:
+        return self.trainer.epoch
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.trainer.close()

@@ -20,15 +20,13 @@ from typing import Any
 import ray
 from ray import tune
 
-from trainables.checkpoint_fallback import existing_checkpoint
+from trainables.checkpoint_fallback import FallbackRestore
 from trainables.trial_config import DIVERGED_AUROC, trial_run_config
-
-log = logging.getLogger("tune_eegpt")
 
 TRIAL_CPU = 0.05  # what a waiting client reserves: twenty per CPU
 
 
-class WorkerTrial(tune.Trainable):
+class WorkerTrial(FallbackRestore, tune.Trainable):
     uses_worker = True
 
     def setup(
@@ -106,19 +104,9 @@ class WorkerTrial(tune.Trainable):
         self.last_checkpoint = None
         self.epoch, self.global_step = progress["epoch"], progress["global_step"]
 
-    def restore(self, checkpoint_path: Any) -> None:
-        result, replacement = existing_checkpoint(checkpoint_path)
-        super().restore(result)
-        if replacement is not None:  # Tune's iteration count follows the trainer's epochs
-            gone = getattr(checkpoint_path, "checkpoint", None)
-            log.warning(
-                "trial %s: %s is gone from storage (a driver killed between Tune's clean-up "
-                "and its next state snapshot); restored from %s, the newest this trial kept",
-                self.trial_id,
-                getattr(gone, "path", gone),
-                replacement,
-            )
-            self._iteration = self.epoch
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self._build(new_config)  # registering again replaces the trainer
