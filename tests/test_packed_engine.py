@@ -202,6 +202,20 @@ def test_a_trials_results_do_not_depend_on_the_trials_that_share_its_pass() -> N
             torch.testing.assert_close(sa[k]["exp_avg"], st[k]["exp_avg"], rtol=1e-4, atol=1e-9)
 
 
+def test_the_engines_validation_predictions_are_the_heads_own() -> None:
+    # one product for every head of a pass instead of each head's forward over val
+    data, val = feature_data(200, seed=0), feature_data(300, seed=9)
+    trainers = pack_trainers(data, val)
+    train_together(trainers)
+    engine = packed.build(trainers)
+    predicted = engine.predict_validation(range(len(trainers)))
+    assert sorted(predicted) == list(range(len(trainers)))
+    for i, t in enumerate(trainers):
+        y, p = t.predict(val)  # the module's forward, after the engine's renorm
+        np.testing.assert_array_equal(predicted[i][0], y)
+        np.testing.assert_allclose(predicted[i][1], p, rtol=1e-5, atol=1e-6)
+
+
 def test_trainers_that_cannot_share_a_pass_are_refused() -> None:
     data = feature_data(200)
     a = probe_trainer(n=200)

@@ -99,7 +99,9 @@ def train_together(
                 t.save_checkpoint(t.log_dir / "checkpoints")
         if stop_at_step is not None and first.global_step >= stop_at_step:
             break
+    validated = [i for i in live if b == batches and trainers[i].val_data is not None]
+    predicted = engine.predict_validation(validated) if validated else {}
     engine.store()
     for i in live:
-        outcome[i] = trainers[i].end_pass(b)
+        outcome[i] = trainers[i].end_pass(b, predicted.get(i))
     return outcome

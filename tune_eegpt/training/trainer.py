@@ -90,6 +90,9 @@ class ProbeTrainer:
         # on a GPU: the rows on it, once per process, if they fit (else said once)
         self.train_rows = resident_rows(rows, self.device) if rows is not None else None
         self.train_rows_key = rows_key(self.train_rows) if self.train_rows is not None else None
+        val_rows = feature_rows(val_data) if rows is not None and val_data is not None else None
+        self.val_rows = resident_rows(val_rows, self.device) if val_rows is not None else None
+        self.val_rows_key = rows_key(self.val_rows) if self.val_rows is not None else None
         self.optimizer = torch.optim.AdamW(
             params,
             lr=cfg.schedule.max_lr,
@@ -160,9 +163,12 @@ class ProbeTrainer:
             f"(max_lr={self.cfg.schedule.max_lr})"
         )
 
-    def end_pass(self, b: int) -> dict[str, float]:
+    def end_pass(
+        self, b: int, val_predictions: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> dict[str, float]:
         """The metrics of a pass that stopped before micro-batch ``b``; at the end of the
-        epoch the epoch is counted and validated."""
+        epoch the epoch is counted and validated (``val_predictions``: the engine's
+        (labels, probabilities) of the validation rows, where it made them)."""
         metrics = {
             "epoch": float(self.epoch + (b / self.batches_per_epoch)),
             "global_step": float(self.global_step),
@@ -179,7 +185,7 @@ class ProbeTrainer:
         self.epoch_loss_sum, self.epoch_loss_steps = 0.0, 0
         metrics["epoch"] = float(self.epoch)
         if self.val_data is not None:
-            val = self.evaluate(self.val_data, prefix="val_")
+            val = self.evaluate(self.val_data, prefix="val_", predictions=val_predictions)
             self.best_val_auroc = max(self.best_val_auroc, _nan_to_neg_inf(val["val_auroc"]))
             val["best_val_auroc"] = self.best_val_auroc
             metrics.update(val)
@@ -219,9 +225,15 @@ class ProbeTrainer:
         self.set_train_mode(True)
         return np.concatenate(ys), np.concatenate(ps)
 
-    def evaluate(self, data: BatchSource, prefix: str = "val_") -> dict[str, float]:
-        """Window-level metrics, and recording-level ones when the data has recording ids."""
-        y, p = self.predict(data)
+    def evaluate(
+        self,
+        data: BatchSource,
+        prefix: str = "val_",
+        predictions: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, float]:
+        """Window-level metrics, and recording-level ones when the data has recording ids
+        (``predictions``: (labels, probabilities) of ``data`` made elsewhere)."""
+        y, p = self.predict(data) if predictions is None else predictions
         metrics = binary_metrics(y, p, prefix)
         recordings = getattr(data, "recording_ids", None)
         if recordings is not None:

@@ -101,5 +101,8 @@ class AutogradStep:
     def discard_window(self) -> None:
         self.trainer.optimizer.zero_grad(set_to_none=True)
 
+    def predict_validation(self, heads: Sequence[int]) -> dict[int, tuple]:
+        return {}  # the trainer predicts with its own modules
+
     def store(self) -> None:
         """The trainer's modules and optimizer are this engine's state: nothing to copy."""

@@ -305,6 +305,31 @@ class PackedHeads:
             norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
             w.mul_(torch.where(norm > max_norm, max_norm / (norm + 1e-7), 1.0))
 
+    @torch.no_grad()
+    def predict_validation(self, heads: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(labels, probabilities) of the validation rows for each of ``heads``, as their
+        modules would predict them (max-norm applied first, no dropout), all heads in one
+        product per block of rows: logits (R, K) = X (R, F) x V^T + c. Empty when the
+        heads' validation data are not one set of stored feature rows."""
+        keys = {t.val_rows_key for t in self.trainers}
+        if len(keys) != 1 or None in keys:
+            return {}
+        rows = self.trainers[0].val_rows
+        self._renorm()
+        v = torch.bmm(self.w2, self.w1).view(-1, self.width)  # (K, F)
+        c = self.b2 + (self.w2.sum(1) * self.b1).sum(1)  # (K,)
+        block = max(1, CHUNK_BYTES // (self.width * 4))
+        probs = []
+        for start in range(0, len(rows), block):
+            index = torch.arange(start, min(start + block, len(rows)), device=rows.index.device)
+            x = to_float32(
+                rows.gather(index), torch.empty(len(index), self.width, device=self.device)
+            )
+            probs.append(torch.sigmoid(torch.addmm(c, x, v.t())).cpu())
+        p = torch.cat(probs).numpy()  # (n, K) in row order
+        y = rows.labels.cpu().numpy()
+        return {i: (y, p[:, self.row[i]].astype(np.float32)) for i in heads}
+
     def window_losses(self, heads: Sequence[int]) -> list[float]:
         """The summed loss of each of ``heads``' accumulation windows (one host sync)."""
         return self.window_loss[torch.from_numpy(self.row[list(heads)])].tolist()
