@@ -22,6 +22,7 @@ of a ``torch.optim.AdamW`` state_dict unchanged (training/engines/packed.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,36 +60,61 @@ class StackedAdamW:
             m, v = self.exp_avg[index], self.exp_avg_sq[index]
             step = self.steps[rows] + 1
             self.steps[rows] = step
-        lr, beta1, beta2, eps, weight_decay = hyper.T
-        # every per-row factor on the host (n, 7): NumPy takes microseconds for any n
-        factors = np.stack(
-            [
+        if len(hyper) == 1:  # one row: Python floats, no array work at all
+            lr, beta1, beta2, eps, weight_decay = hyper[0].tolist()
+            t = float(step[0])
+            _scalar_update(
+                p,
+                g,
+                m,
+                v,
                 1 - lr * weight_decay,
                 1 - beta1,
                 beta2,
                 1 - beta2,
-                lr / (1 - beta1**step),  # the step size, bias-corrected
-                np.sqrt(1 - beta2**step),  # sqrt of bias correction 2
+                lr / (1 - beta1**t),
+                math.sqrt(1 - beta2**t),
                 eps,
-            ],
-            axis=1,
-        )
-        if (factors == factors[0]).all():  # one value per factor (one row, or equal rows):
-            # Python floats, torch's own single-tensor AdamW arithmetic
-            decay, w1, b2, w2, size, bc2, e = factors[0].tolist()
-            p.mul_(decay)
-            m.lerp_(g, w1)
-            v.mul_(b2).addcmul_(g, g, value=w2)
-            denom = (v.sqrt() / bc2).add_(e)
-            p.addcdiv_(m, denom, value=-size)
+            )
         else:
-            f = torch.from_numpy(factors.astype(np.float32)).to(p.device).unsqueeze(2)
-            p.mul_(f[:, 0])
-            m.lerp_(g, f[:, 1])
-            v.mul_(f[:, 2]).addcmul_(g, g * f[:, 3])
-            denom = (v.sqrt() / f[:, 5]).add_(f[:, 6])
-            p.addcdiv_(m * f[:, 4], denom, value=-1.0)
+            _rows_update(p, g, m, v, hyper, step)
         if rows is not None:
             self.params[index] = p
             self.exp_avg[index] = m
             self.exp_avg_sq[index] = v
+
+
+def _scalar_update(p, g, m, v, decay, w1, b2, w2, size, bc2, eps) -> None:
+    """torch's own single-tensor AdamW arithmetic, with Python-float factors."""
+    p.mul_(decay)
+    m.lerp_(g, w1)
+    v.mul_(b2).addcmul_(g, g, value=w2)
+    denom = (v.sqrt() / bc2).add_(eps)
+    p.addcdiv_(m, denom, value=-size)
+
+
+def _rows_update(p, g, m, v, hyper: np.ndarray, step: np.ndarray) -> None:
+    """The update with per-row factors (n, 7), computed on the host."""
+    lr, beta1, beta2, eps, weight_decay = hyper.T
+    # every per-row factor on the host (n, 7): NumPy takes microseconds for any n
+    factors = np.stack(
+        [
+            1 - lr * weight_decay,
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            lr / (1 - beta1**step),  # the step size, bias-corrected
+            np.sqrt(1 - beta2**step),  # sqrt of bias correction 2
+            eps,
+        ],
+        axis=1,
+    )
+    if (factors == factors[0]).all():  # one value per factor: Python floats
+        _scalar_update(p, g, m, v, *factors[0].tolist())
+    else:
+        f = torch.from_numpy(factors.astype(np.float32)).to(p.device).unsqueeze(2)
+        p.mul_(f[:, 0])
+        m.lerp_(g, f[:, 1])
+        v.mul_(f[:, 2]).addcmul_(g, g * f[:, 3])
+        denom = (v.sqrt() / f[:, 5]).add_(f[:, 6])
+        p.addcdiv_(m * f[:, 4], denom, value=-1.0)

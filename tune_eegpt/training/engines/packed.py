@@ -139,9 +139,11 @@ class PackedHeads:
         ).view(k, -1)
         self.adamw = StackedAdamW.zeros_like(params.to(self.device))
         for t in self.trainers:
-            # no parameter has a gradient: a no-op that tells the scheduler's step-order
-            # check that this optimizer steps (the engine steps it on its behalf)
-            t.optimizer.step()
+            if not getattr(t, "packed_step_announced", False):
+                # no parameter has a gradient: a no-op that tells the scheduler's
+                # step-order check that this optimizer steps (the engine steps for it)
+                t.optimizer.step()
+                t.packed_step_announced = True
         self._load_optimizer_state()
         self.w1, self.b1, self.w2, self.b2 = self._views(self.adamw.params)
         self.g_w1, self.g_b1, self.g_w2, self.g_b2 = self._views(self.adamw.grads)
