@@ -38,8 +38,6 @@ def build(trainers: Sequence[ProbeTrainer]) -> AutogradStep:
 
 
 class AutogradStep:
-    name = NAME
-
     def __init__(self, trainer: ProbeTrainer) -> None:
         self.trainer = trainer
         self._order: np.ndarray | None = None
@@ -97,9 +95,6 @@ class AutogradStep:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return [(self._stepped, float(grad_norm))]
-
-    def discard_window(self) -> None:
-        self.trainer.optimizer.zero_grad(set_to_none=True)
 
     def predict_validation(self, heads: Sequence[int]) -> dict[int, tuple]:
         return {}  # the trainer predicts with its own modules

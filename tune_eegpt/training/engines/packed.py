@@ -105,8 +105,6 @@ class PackedHeads:
     Heads are numbered as ``trainers`` is ordered; inside, they are stored group by group
     (row ``self.row[i]`` holds head i), so that a group's heads are one slice."""
 
-    name = NAME
-
     def __init__(self, trainers: Sequence[ProbeTrainer]) -> None:
         first = trainers[0]
         self.rows: FeatureRows = first.train_rows
