@@ -48,7 +48,6 @@ class DeviceWorker:
         self.threads = threads or os.cpu_count() or 1
         self.trainers: dict[str, ProbeTrainer] = {}
         self.pending: dict[str, asyncio.Future] = {}
-        self.running: set[str] = set()
         self._runner: asyncio.Task | None = None
         self.pack_sizes: list[int] = []  # trials in each pass so far
         self._last_pass_s = 0.0
@@ -119,15 +118,12 @@ class DeviceWorker:
             for group in self._passes(list(batch)):
                 started = time.time()
                 trainers = [self.trainers[t] for t in group]
-                self.running = set(group)
                 try:
                     outcomes = await asyncio.to_thread(self._alone, train_together, trainers)
                 except Exception as exc:  # the pass failed: each of its trials says so
                     for t in group:
                         batch[t].set_exception(exc)
                     continue
-                finally:
-                    self.running = set()
                 self.pack_sizes.append(len(group))
                 self._last_pass_s = time.time() - started
                 self._last_pass = set(group)

@@ -118,16 +118,19 @@ class PackedHeads:
         self._sizes = [h * self.kd, h, n * h, 1]
         # groups: heads that read the same rows in the same order with the same masks
         keys = [(t.sampler_seed, t.epoch, t.head.drop.p) for t in trainers]
-        order = sorted(range(len(trainers)), key=lambda i: list(dict.fromkeys(keys)).index(keys[i]))
+        distinct = list(dict.fromkeys(keys))
+        order = sorted(range(len(trainers)), key=lambda i: distinct.index(keys[i]))
         self.trainers = [trainers[i] for i in order]  # in row order
-        self.row = np.empty(len(trainers), dtype=np.int64)
-        self.row[order] = np.arange(len(trainers))
         self._head_of_row = order
-        self._in_order = order == sorted(order)
+        self.row = np.empty(len(trainers), dtype=np.int64)  # head -> row
+        self.row[order] = np.arange(len(trainers))
+        self._in_order = order == list(range(len(trainers)))
         self.groups: list[tuple[tuple, slice]] = []
-        for key in dict.fromkeys(keys):
-            members = [r for r, i in enumerate(order) if keys[i] == key]
-            self.groups.append((key, slice(members[0], members[-1] + 1)))
+        start = 0
+        for key in distinct:
+            end = start + keys.count(key)
+            self.groups.append((key, slice(start, end)))
+            start = end
         k = len(self.trainers)
         params = torch.cat(
             [
@@ -221,9 +224,9 @@ class PackedHeads:
     def start_epoch(self, orders: Sequence[np.ndarray]) -> None:
         """``orders[i]``: the order of head i's rows this epoch (one per group is used)."""
         where = self.rows.index.device
-        first_of = {r: i for i, r in enumerate(self.row)}
+        head = self._head_of_row
         self._orders = [
-            torch.from_numpy(np.asarray(orders[first_of[members.start]], dtype=np.int64)).to(where)
+            torch.from_numpy(np.asarray(orders[head[members.start]], dtype=np.int64)).to(where)
             for _, members in self.groups
         ]
         self._staged = [-1] * len(self.groups)
