@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -96,8 +97,12 @@ class WorkerTrial(FallbackRestore, tune.Trainable):
         # wrote it at the end of the epoch's pass; a copy needs no worker, alive or not.
         if self.last_checkpoint is None:  # nothing trained since the start or a restore
             ray.get(self.worker.save.remote(self.trial_id, checkpoint_dir))
-        else:
-            shutil.copy2(self.last_checkpoint, checkpoint_dir)
+        else:  # a hard link where both folders share a disk: nothing written twice
+            target = Path(checkpoint_dir) / Path(self.last_checkpoint).name
+            try:
+                os.link(self.last_checkpoint, target)
+            except OSError:
+                shutil.copy2(self.last_checkpoint, target)
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:
         progress = ray.get(self.worker.load.remote(self.trial_id, str(checkpoint)))
