@@ -23,6 +23,7 @@ def test_train_cli_runs_checkpoints_and_resumes(tiny_base, tmp_path, capsys):
     assert train.main(["--config", str(config), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "epoch 4/4" in printed and "best val_auroc" in printed
+    assert "schedule: healthy" in printed  # the doctor on the run's own logs
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["log"]["out_dir"] == str(out)
     checkpoints = list_checkpoints(out / "checkpoints")
@@ -36,6 +37,7 @@ def test_train_cli_runs_checkpoints_and_resumes(tiny_base, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "epoch 3, global_step" in printed
     assert "epoch 4/4" in printed and "epoch 1/4" not in printed
+    assert "schedule: healthy" in printed  # also after the resume into the same folder
 
 
 def test_train_cli_rejects_a_bad_config(tmp_path, capsys):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of, require_real_inputs
+from tune_eegpt.doctor.report import check_run
 from tune_eegpt.training.checkpoint import (
     CheckpointError,
     checkpoint_name,
@@ -166,6 +167,7 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
     finally:
         trainer.close()
     print(f"best val_auroc {trainer.best_val_auroc:.4f}; checkpoints and logs in {out}")
+    print("\n".join(check_run(out)))  # the schedule doctor on this run's own logs
     return 0
 
 

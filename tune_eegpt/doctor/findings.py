@@ -1,0 +1,335 @@
+"""The schedule defects, each a check over one LR series or one checkpoint.
+
+Every finding has a stable code, a severity, one sentence of what was seen where and one
+of the fix. Healthy schedules (per-step one-cycle with or without accumulation, warm-up and
+cosine, StepLR or ReduceLROnPlateau stepped per epoch by design, an LR of 0 at step 0 of a
+linear warm-up) give none above ``info``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tune_eegpt.doctor.inputs import CheckpointFacts, LrSeries
+from tune_eegpt.doctor.schedule_fit import fit_schedule
+
+SEVERITIES = ("info", "warning", "error")
+_SAME = 1e-7  # relative: two logged LRs this close are one value (float32 logging)
+
+
+@dataclass
+class Finding:
+    code: str
+    severity: str
+    message: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Hints:
+    """What the user says the run is: optimizer steps follow from them."""
+
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    accum: int | None = None
+
+    def expected_total(self) -> int | None:
+        if self.steps_per_epoch is None or self.epochs is None:
+            return None
+        return self.epochs * -(-self.steps_per_epoch // (self.accum or 1))
+
+
+def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[str, Any]]:
+    """Findings for one LR series, and the schedule it followed."""
+    found: list[Finding] = []
+    src = series.source
+    if series.stepped_past is not None:
+        stepped, total = series.stepped_past
+        found.append(
+            Finding(
+                "total_steps_mismatch",
+                "error",
+                f"{src}: OneCycleLR raised 'Tried to step {stepped} times' with total_steps "
+                f"{total}: the run takes more optimizer steps than the schedule holds",
+                "set total_steps to epochs * ceil(batches_per_epoch / accum_steps), the optimizer "
+                "steps the run takes, and step the scheduler once per optimizer step",
+                {"stepped": stepped, "total_steps": total},
+            )
+        )
+    if len(series.lrs) == 0:
+        return found, {}
+    x, lr, reset = timeline(series)
+    if reset is not None:
+        found.append(
+            Finding(
+                "step_counter_reset",
+                "error",
+                f"{src}: the logged step goes back from {reset['from']} to {reset['to']} at row "
+                f"{reset['row']} with other LR values than before: a resume reset the step counter",
+                "save global_step in the checkpoint and restore it on resume (log against it)",
+                reset,
+            )
+        )
+    schedule = fit_schedule(x, lr)
+    if len(x) >= 3 and schedule["family"] == "constant":
+        found.append(
+            Finding(
+                "lr_constant",
+                "warning",
+                f"{src}: the LR is {lr[0]:.3g} at all {len(x)} logged steps "
+                f"({int(x[0])}..{int(x[-1])})",
+                "if a schedule was meant, check that the scheduler is built, attached to this "
+                "optimizer and stepped",
+                {"lr": float(lr[0]), "points": len(x)},
+            )
+        )
+        return found, schedule
+    found += _per_epoch(src, x, lr, series.epochs)
+    restart = _restart(x, lr)
+    if restart is not None:
+        found.append(
+            Finding(
+                "schedule_restarted",
+                "error",
+                f"{src}: at step {restart['step']} the LR jumps from {restart['before']:.3g} "
+                f"back to "
+                f"{restart['after']:.3g}, its value at the start, while the steps go on: the "
+                "scheduler was rebuilt on resume",
+                "restore the scheduler's state_dict (and the optimizer's) from the checkpoint "
+                "instead of building a new scheduler",
+                restart,
+            )
+        )
+    found += _length(src, schedule, hints)
+    return found, schedule
+
+
+def timeline(series: LrSeries) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """(optimizer steps, LRs) in the order the run took them: repeats of a step with the
+    same LR (Lightning logs a step once per micro-batch) dropped; after a counter reset,
+    the later segment placed after the earlier one."""
+    seen: dict[int, float] = {}
+    xs, lrs, reset, offset, last = [], [], None, 0, None
+    for row, (step, value) in enumerate(
+        zip(series.steps.tolist(), series.lrs.tolist(), strict=True)
+    ):
+        if last is not None and step <= last:
+            if step in seen and _same(seen[step], value) and offset == 0:
+                continue  # the same step logged again: not a defect
+            if step < last and reset is None:
+                reset = {"row": row, "from": last, "to": step}
+            if step < last:
+                offset = xs[-1] + 1 - step
+        seen[step] = value
+        xs.append(step + offset)
+        lrs.append(value)
+        last = step
+    return np.array(xs, dtype=np.int64), np.array(lrs), reset
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= _SAME * max(abs(a), abs(b), 1e-30)
+
+
+def _plateaus(lr: np.ndarray) -> list[tuple[int, int]]:
+    """(first index, length) of each run of one LR value."""
+    runs, start = [], 0
+    for i in range(1, len(lr) + 1):
+        if i == len(lr) or not _same(lr[i], lr[start]):
+            runs.append((start, i - start))
+            start = i
+    return runs
+
+
+def _per_epoch(src: str, x: np.ndarray, lr: np.ndarray, epochs: np.ndarray | None) -> list[Finding]:
+    runs = _plateaus(lr)
+    lengths = np.array([n for _, n in runs])
+    if len(runs) < 3 or np.median(lengths) < 3:
+        return []
+    levels = np.array([lr[i] for i, _ in runs])
+    rises, falls = np.any(np.diff(levels) > 0), np.any(np.diff(levels) < 0)
+    span = [int(x[i + n - 1] - x[i] + 1) for i, n in runs]
+    evidence = {
+        "plateaus": len(runs),
+        "median_plateau_steps": int(np.median(span)),
+        "longest_share": float(max(span) / (x[-1] - x[0] + 1)),
+        "levels": [float(v) for v in levels[:12]],
+    }
+    if epochs is not None:
+        changes = [i for i, _ in runs[1:]]
+        evidence["changes_at_epoch_boundaries"] = bool(
+            all(epochs[i] != epochs[i - 1] for i in changes)
+        )
+    if rises and falls:
+        return [
+            Finding(
+                "per_epoch_stepping",
+                "error",
+                f"{src}: the LR holds one value for {evidence['median_plateau_steps']} steps at a "
+                f"time ({len(runs)} plateaus, the longest {evidence['longest_share']:.0%} of the "
+                "run) and moves only between them, along a warm-up and decay: a per-step schedule "
+                "is stepped once per epoch",
+                "call scheduler.step() after every optimizer.step() (Lightning: "
+                "'interval': 'step' in the lr_scheduler dict)",
+                evidence,
+            )
+        ]
+    ratios = levels[1:] / levels[:-1]
+    if np.allclose(ratios, ratios[0], rtol=0.01):
+        return [
+            Finding(
+                "stepped_per_epoch",
+                "info",
+                f"{src}: the LR falls by a factor {ratios[0]:.3g} between plateaus of "
+                f"~{evidence['median_plateau_steps']} steps (StepLR, ExponentialLR or "
+                "ReduceLROnPlateau "
+                "stepped per epoch, as they are meant to be)",
+                "nothing to fix",
+                evidence,
+            )
+        ]
+    return [
+        Finding(
+            "stepped_per_epoch",
+            "info",
+            f"{src}: the LR decays in {len(runs)} plateaus of ~{evidence['median_plateau_steps']} "
+            "steps: a decay stepped once per epoch; if it was meant per step, step it per step",
+            "nothing to fix if per-epoch decay is what was meant",
+            evidence,
+        )
+    ]
+
+
+def _restart(x: np.ndarray, lr: np.ndarray) -> dict[str, Any] | None:
+    start, span = lr[0], float(lr.max() - lr.min())
+    if span <= 0:
+        return None
+    left = np.flatnonzero(np.abs(lr - start) > 0.3 * span)
+    if len(left) == 0:
+        return None
+    for i in range(int(left[0]) + 1, len(lr)):
+        if abs(lr[i] - start) < 0.05 * span and abs(lr[i - 1] - start) > 0.3 * span:
+            return {"step": int(x[i]), "before": float(lr[i - 1]), "after": float(lr[i])}
+    return None
+
+
+def _length(src: str, schedule: dict[str, Any], hints: Hints) -> list[Finding]:
+    expected = hints.expected_total()
+    if schedule.get("family", "").startswith("warm-up ("):
+        seen = schedule["steps_seen"]
+        complete = expected is not None and seen >= 0.98 * expected
+        return [
+            Finding(
+                "total_steps_mismatch",
+                "error" if complete else "warning",
+                f"{src}: the LR still rises at the last logged step ({seen}): the schedule's "
+                "warm-up is longer than the run"
+                + (f" of {expected} optimizer steps" if complete else ", or the run stopped early"),
+                "set total_steps to the optimizer steps the run takes: epochs * "
+                "ceil(batches_per_epoch / accum_steps)",
+                {"steps_seen": seen, "expected": expected},
+            )
+        ]
+    if schedule.get("family") != "one-cycle":
+        return []
+    total, seen = schedule["total_steps"], schedule["steps_seen"]
+    if expected is not None and abs(total - expected) > 0.02 * expected:
+        return [
+            Finding(
+                "total_steps_mismatch",
+                "error",
+                f"{src}: the one-cycle it followed is {total} steps long, but the run takes "
+                f"{expected} optimizer steps ({hints.epochs} epochs x ceil({hints.steps_per_epoch} "
+                f"/ {hints.accum or 1}))",
+                f"set total_steps={expected}: epochs * ceil(batches_per_epoch / accum_steps)",
+                {"total_steps": total, "expected": expected},
+            )
+        ]
+    if schedule["fraction_seen"] < 0.9:
+        share = schedule["fraction_seen"]
+        k = round(1 / share)
+        accum = (
+            f" (about 1/{k}: total_steps counted micro-batches with accum {k}?)"
+            if (k >= 2 and abs(1 / share - k) < 0.05 * k)
+            else ""
+        )
+        return [
+            Finding(
+                "total_steps_mismatch",
+                "warning",
+                f"{src}: the log ends at step {seen} of the {total}-step cycle it follows, "
+                f"{share:.0%} of the way{accum}, with the LR still at {schedule['max_lr']:.3g}'s "
+                "decay; or the run stopped early",
+                "set total_steps to the optimizer steps the run takes: epochs * "
+                "ceil(batches_per_epoch / accum_steps)",
+                {"total_steps": total, "steps_seen": seen, "fraction_seen": share},
+            )
+        ]
+    return []
+
+
+def examine_checkpoint(ckpt: CheckpointFacts, hints: Hints) -> list[Finding]:
+    src, found = ckpt.source, []
+    if ckpt.global_step is None and ckpt.optimizer_steps is None:
+        found.append(
+            Finding(
+                "missing_global_step",
+                "error",
+                f"{src}: no step counter (no global_step, no optimizer step state): a resume "
+                "cannot "
+                "put the schedule back where it was",
+                "save global_step (and the optimizer's state_dict) in every checkpoint",
+            )
+        )
+    if ckpt.scheduler is None:
+        found.append(
+            Finding(
+                "missing_global_step",
+                "error",
+                f"{src}: no scheduler state: a resume rebuilds the schedule from its first step",
+                "save scheduler.state_dict() in every checkpoint and load it on resume",
+            )
+        )
+        return found
+    scheduler_steps = ckpt.scheduler.get("last_epoch")
+    steps = ckpt.optimizer_steps if ckpt.optimizer_steps is not None else ckpt.global_step
+    # only a per-step schedule (OneCycleLR keeps total_steps) is wrong when stepped per epoch
+    per_step = "total_steps" in ckpt.scheduler
+    if (
+        per_step
+        and isinstance(scheduler_steps, int)
+        and steps
+        and steps >= 2 * max(scheduler_steps, 1)
+    ):
+        found.append(
+            Finding(
+                "per_epoch_stepping",
+                "error",
+                f"{src}: the scheduler was stepped {scheduler_steps} times for {steps} optimizer "
+                f"steps (~{steps / max(scheduler_steps, 1):.0f} per scheduler step: once per "
+                "epoch)",
+                "call scheduler.step() after every optimizer.step() (Lightning: "
+                "'interval': 'step')",
+                {"scheduler_steps": scheduler_steps, "optimizer_steps": steps},
+            )
+        )
+    total, expected = ckpt.scheduler.get("total_steps"), hints.expected_total()
+    if isinstance(total, int) and expected is not None and total != expected:
+        found.append(
+            Finding(
+                "total_steps_mismatch",
+                "error",
+                f"{src}: the scheduler's total_steps is {total}, but the run takes {expected} "
+                "optimizer steps",
+                f"set total_steps={expected}: epochs * ceil(batches_per_epoch / accum_steps)",
+                {"total_steps": total, "expected": expected},
+            )
+        )
+    return found

@@ -1,0 +1,117 @@
+"""Reads the inputs, runs every check, and says what it found, as text or one JSON object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tune_eegpt.doctor.findings import (
+    SEVERITIES,
+    Finding,
+    Hints,
+    examine_checkpoint,
+    examine_series,
+)
+from tune_eegpt.doctor.inputs import read_inputs
+
+
+@dataclass
+class Diagnosis:
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return all(f.severity == "info" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "findings": [f.to_dict() for f in self.findings],
+            "schedule": self.schedules[0] if len(self.schedules) == 1 else self.schedules,
+            "healthy": self.healthy,
+        }
+
+    def verdict(self) -> str:
+        """One line: 'schedule: healthy' or the worst finding."""
+        if self.healthy:
+            return "schedule: healthy"
+        worst = max(self.findings, key=lambda f: SEVERITIES.index(f.severity))
+        more = len([f for f in self.findings if f.severity != "info"]) - 1
+        return f"schedule: {worst.severity} {worst.code}" + (f" (+{more} more)" if more else "")
+
+    def lines(self) -> list[str]:
+        out = []
+        for item in self.inputs:
+            out.append(f"read {item['kind']} {item['source']}: {item['what']}")
+        for schedule in self.schedules:
+            out.append(f"  schedule seen in {schedule['source']}: {describe(schedule)}")
+        for f in sorted(self.findings, key=lambda f: -SEVERITIES.index(f.severity)):
+            out.append(f"{f.severity} {f.code}: {f.message}")
+            out.append(f"  fix: {f.fix}")
+        out.append(self.verdict())
+        return out
+
+
+def describe(schedule: dict[str, Any]) -> str:
+    fields = [f"{k}={_short(v)}" for k, v in schedule.items() if k not in ("source", "family")]
+    return f"{schedule['family']}: " + ", ".join(fields)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def diagnose(
+    paths: list[str],
+    hints: Hints | None = None,
+    lr_key: str | None = None,
+    step_key: str | None = None,
+    trusted: bool = False,
+) -> Diagnosis:
+    """Raises InputError (naming the file) before any check when an input is unreadable."""
+    hints = hints or Hints()
+    series, checkpoints = read_inputs(paths, lr_key, step_key, trusted)
+    result = Diagnosis()
+    for s in series:
+        span = f"steps {s.steps.min()}..{s.steps.max()}" if len(s.steps) else "no steps"
+        what = f"LR {s.lr_key!r}, {len(s.lrs)} points, {span}"
+        if s.unmapped:
+            what += f"; not used: {', '.join(map(str, s.unmapped[:8]))}"
+        result.inputs.append({"kind": "log", "source": s.source, "what": what})
+        found, schedule = examine_series(s, hints)
+        result.findings += found
+        if schedule:
+            result.schedules.append({"source": s.source, **schedule})
+    for c in checkpoints:
+        what = (
+            f"global_step {c.global_step}, epoch {c.epoch}, optimizer steps "
+            f"{c.optimizer_steps}, scheduler {'state' if c.scheduler else 'none'}"
+        )
+        result.inputs.append({"kind": "checkpoint", "source": c.source, "what": what})
+        result.findings += examine_checkpoint(c, hints)
+    expected = hints.expected_total()
+    if expected is not None:
+        result.inputs.append(
+            {
+                "kind": "hints",
+                "source": "command line",
+                "what": f"the run takes {expected} optimizer steps",
+            }
+        )
+    return result
+
+
+def check_run(folder: str | Path) -> list[str]:
+    """The doctor on one of our run folders: 'schedule: healthy', or the findings and the
+    verdict; never raises (a run whose logs cannot be read says so)."""
+    try:
+        result = diagnose([str(folder)])
+    except ValueError as exc:
+        return [f"schedule: not checked ({exc})"]
+    if result.healthy:
+        return [result.verdict()]
+    findings = [f"{f.severity} {f.code}: {f.message}" for f in result.findings]
+    return findings + [result.verdict()]
