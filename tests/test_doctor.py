@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -16,6 +17,7 @@ from probe_fixtures import toy_trainer
 from tune_eegpt.doctor import diagnose
 from tune_eegpt.doctor.__main__ import main
 from tune_eegpt.doctor.findings import Hints
+from tune_eegpt.doctor.schedule_fit import fit_with_offset, onecycle_lr
 from tune_eegpt.training.checkpoint import checkpoint_name
 
 EPOCHS, BATCHES = 6, 40
@@ -41,6 +43,7 @@ def torch_loop(
     reset_counter_at: int | None = None,
     scheduler: str = "onecycle",
     log: str = "tensorboard",
+    log_next: bool = False,
 ) -> Path:
     """A plain PyTorch loop (tiny linear model, AdamW) that logs the LR of every optimizer
     step and saves a checkpoint at the end; the keyword arguments plant the bugs."""
@@ -76,6 +79,8 @@ def torch_loop(
             opt.zero_grad()
             if not per_epoch and scheduler == "onecycle":
                 sched.step()
+            if log_next:  # the offset bug: the LR read after the scheduler stepped
+                lr = opt.param_groups[0]["lr"]
             if writer is not None:
                 writer.add_scalar("train/lr", lr, logged)
             rows.append({"step": logged, "epoch": epoch, "lr": lr})
@@ -98,6 +103,10 @@ def torch_loop(
     return folder
 
 
+def diagnose_series(x, lr) -> dict:
+    return fit_with_offset(x, lr)[0]
+
+
 def codes(result) -> dict[str, str]:
     return {f.code: f.severity for f in result.findings}
 
@@ -116,6 +125,38 @@ def test_a_correct_per_step_onecycle_is_healthy_and_reconstructed(tmp_path, accu
     assert schedule["max_lr"] == pytest.approx(1e-2, rel=1e-4)
     assert schedule["div_factor"] == pytest.approx(25, rel=1e-3)  # OneCycleLR's default
     assert schedule["pct_start"] == pytest.approx(0.3, abs=2 / schedule["total_steps"])
+    assert schedule["fit_error"] < 1e-5  # torch's own schedule, to float32 logging
+
+
+@pytest.mark.parametrize("strategy", ["cos", "linear"])
+@pytest.mark.parametrize(
+    "total, pct, div, final", [(240, 0.3, 25.0, 1e4), (1000, 0.1, 10.0, 100.0)]
+)
+def test_the_reconstructed_onecycle_is_torchs(strategy, total, pct, div, final):
+    opt = torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=0.01, total_steps=total, pct_start=pct, div_factor=div,
+        final_div_factor=final, anneal_strategy=strategy, cycle_momentum=False,
+    )  # fmt: skip
+    expected = []
+    for _ in range(total):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    schedule = {"max_lr": 0.01, "total_steps": total, "pct_start": pct, "div_factor": div,
+                "final_div_factor": final, "anneal_strategy": strategy}  # fmt: skip
+    got = onecycle_lr(schedule, np.arange(total))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    # and the doctor reconstructs the same schedule from those LRs
+    fitted = diagnose_series(np.arange(total), np.array(expected))
+    assert fitted["total_steps"] == total and fitted["anneal_strategy"] == strategy
+    assert fitted["fit_error"] < 1e-9
+
+
+def test_a_logged_lr_of_the_next_step_is_found(tmp_path):
+    found = diagnose([str(torch_loop(tmp_path, log_next=True, log="csv"))]).findings
+    assert [(f.code, f.severity) for f in found] == [("logged_lr_offset", "warning")]
+    assert found[0].evidence["offset"] == 1
 
 
 def test_a_onecycle_stepped_per_epoch_is_found_in_the_log_and_the_checkpoint(tmp_path):
@@ -145,9 +186,10 @@ def test_an_accumulation_blind_total_steps_is_found(tmp_path):
 
 def test_a_resume_that_rebuilt_the_scheduler_is_found(tmp_path):
     run = torch_loop(tmp_path, rebuild_at=150)
-    result = diagnose([str(run)])
-    assert codes(result)["schedule_restarted"] == "error"
+    result = diagnose([str(run)])  # the log and the checkpoint both say so
+    assert [(f.code, f.severity) for f in result.findings] == [("schedule_restarted", "error")] * 2
     assert result.findings[0].evidence["step"] == 150
+    assert result.findings[1].evidence == {"scheduler_steps": 90, "optimizer_steps": 240}
 
 
 def test_a_resume_that_reset_the_step_counter_is_found(tmp_path):
@@ -193,7 +235,8 @@ def test_the_command_line_exit_codes_and_json(tmp_path, capsys):
     broken = torch_loop(tmp_path / "bad", per_epoch=True)
     assert main([str(healthy)]) == 0
     assert "schedule: healthy" in capsys.readouterr().out
-    assert main([str(broken), "--json"]) == 1
+    assert main([str(broken), "--json", "--plot", str(tmp_path / "lr.png")]) == 1
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
     report = json.loads(capsys.readouterr().out)
     assert report["findings"][0]["code"] == "per_epoch_stepping"
     assert set(report["findings"][0]) == {"code", "severity", "message", "fix", "evidence"}

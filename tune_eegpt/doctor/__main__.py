@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", help="log files, TensorBoard run folders, checkpoints")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--plot", metavar="FILE", help="draw the logged LR against the fitted schedule")
     p.add_argument("--steps-per-epoch", type=int, help="batches (micro-batches) per epoch")
     p.add_argument("--epochs", type=int, help="epochs the run was configured for")
     p.add_argument("--accum", type=int, help="gradient accumulation steps")
@@ -42,10 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"doctor: {exc}", file=sys.stderr)
         return 2
+    if args.plot:
+        from tune_eegpt.doctor.plot import plot_diagnosis
+
+        plot_diagnosis(result, result.series, args.plot)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1, default=str))
     else:
         print("\n".join(result.lines()))
+        if args.plot:
+            print(f"plot: {args.plot}")
     return 0 if result.healthy else 1
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tune_eegpt.doctor.inputs import CheckpointFacts, LrSeries
-from tune_eegpt.doctor.schedule_fit import fit_schedule
+from tune_eegpt.doctor.schedule_fit import fit_with_offset
 
 SEVERITIES = ("info", "warning", "error")
 _SAME = 1e-7  # relative: two logged LRs this close are one value (float32 logging)
@@ -77,7 +77,10 @@ def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[
                 reset,
             )
         )
-    schedule = fit_schedule(x, lr)
+    schedule, errors = fit_with_offset(x, lr)
+    offset = _offset(src, errors)
+    if offset is not None:
+        found.append(offset)
     if len(x) >= 3 and schedule["family"] == "constant":
         found.append(
             Finding(
@@ -99,14 +102,20 @@ def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[
                 "schedule_restarted",
                 "error",
                 f"{src}: at step {restart['step']} the LR jumps from {restart['before']:.3g} "
-                f"back to "
-                f"{restart['after']:.3g}, its value at the start, while the steps go on: the "
-                "scheduler was rebuilt on resume",
+                f"back to {restart['after']:.3g}, its value at the start, while the steps go "
+                "on: the scheduler was rebuilt on resume",
                 "restore the scheduler's state_dict (and the optimizer's) from the checkpoint "
                 "instead of building a new scheduler",
                 restart,
             )
         )
+        before = x < restart["step"]  # the cycle the run followed until it was rebuilt
+        if before.sum() >= 4:
+            schedule = {
+                **fit_with_offset(x[before], lr[before])[0],
+                "restarted_at": restart["step"],
+            }
+        return found, schedule  # its length is the restart's doing, not total_steps'
     found += _length(src, schedule, hints)
     return found, schedule
 
@@ -132,6 +141,25 @@ def timeline(series: LrSeries) -> tuple[np.ndarray, np.ndarray, dict[str, Any] |
         lrs.append(value)
         last = step
     return np.array(xs, dtype=np.int64), np.array(lrs), reset
+
+
+def _offset(src: str, errors: dict[int, float]) -> Finding | None:
+    """The log fits the one-cycle exactly once read one step off, and not as logged."""
+    if len(errors) < 2:
+        return None
+    best = min(errors, key=errors.get)
+    if best == 0 or errors[best] > 1e-4 or errors[0] < max(10 * errors[best], 1e-5):
+        return None
+    which = "next" if best == 1 else "previous"
+    return Finding(
+        "logged_lr_offset",
+        "warning",
+        f"{src}: the logged LR at each step is the LR of the {which} optimizer step (the "
+        f"one-cycle fits to {errors[best]:.1e} read one step off, {errors[0]:.1e} as logged)",
+        "log the LR the step used: read optimizer.param_groups[0]['lr'] before "
+        "scheduler.step(), or get_last_lr() before stepping",
+        {"offset": best, "fit_error": errors},
+    )
 
 
 def _same(a: float, b: float) -> bool:
@@ -302,24 +330,32 @@ def examine_checkpoint(ckpt: CheckpointFacts, hints: Hints) -> list[Finding]:
     steps = ckpt.optimizer_steps if ckpt.optimizer_steps is not None else ckpt.global_step
     # only a per-step schedule (OneCycleLR keeps total_steps) is wrong when stepped per epoch
     per_step = "total_steps" in ckpt.scheduler
-    if (
-        per_step
-        and isinstance(scheduler_steps, int)
-        and steps
-        and steps >= 2 * max(scheduler_steps, 1)
-    ):
-        found.append(
-            Finding(
-                "per_epoch_stepping",
-                "error",
-                f"{src}: the scheduler was stepped {scheduler_steps} times for {steps} optimizer "
-                f"steps (~{steps / max(scheduler_steps, 1):.0f} per scheduler step: once per "
-                "epoch)",
-                "call scheduler.step() after every optimizer.step() (Lightning: "
-                "'interval': 'step')",
-                {"scheduler_steps": scheduler_steps, "optimizer_steps": steps},
+    if per_step and isinstance(scheduler_steps, int) and steps and steps > scheduler_steps:
+        ratio = steps / max(scheduler_steps, 1)
+        evidence = {"scheduler_steps": scheduler_steps, "optimizer_steps": steps}
+        if ratio >= 2 and abs(ratio - round(ratio)) <= 0.02 * ratio:
+            found.append(
+                Finding(
+                    "per_epoch_stepping",
+                    "error",
+                    f"{src}: the scheduler was stepped {scheduler_steps} times for {steps} "
+                    f"optimizer steps ({ratio:.0f} per scheduler step: once per epoch)",
+                    "call scheduler.step() after every optimizer.step() (Lightning: "
+                    "'interval': 'step')",
+                    evidence,
+                )
             )
-        )
+        else:
+            found.append(
+                Finding(
+                    "schedule_restarted",
+                    "error",
+                    f"{src}: the scheduler was stepped {scheduler_steps} times, the optimizer "
+                    f"{steps}: the scheduler was rebuilt at about step {steps - scheduler_steps}",
+                    "restore the scheduler's state_dict from the checkpoint on resume",
+                    evidence,
+                )
+            )
     total, expected = ckpt.scheduler.get("total_steps"), hints.expected_total()
     if isinstance(total, int) and expected is not None and total != expected:
         found.append(

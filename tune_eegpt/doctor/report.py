@@ -13,7 +13,7 @@ from tune_eegpt.doctor.findings import (
     examine_checkpoint,
     examine_series,
 )
-from tune_eegpt.doctor.inputs import read_inputs
+from tune_eegpt.doctor.inputs import LrSeries, read_inputs
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Diagnosis:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     schedules: list[dict[str, Any]] = field(default_factory=list)
+    series: list[LrSeries] = field(default_factory=list, repr=False)
 
     @property
     def healthy(self) -> bool:
@@ -74,7 +75,7 @@ def diagnose(
     """Raises InputError (naming the file) before any check when an input is unreadable."""
     hints = hints or Hints()
     series, checkpoints = read_inputs(paths, lr_key, step_key, trusted)
-    result = Diagnosis()
+    result = Diagnosis(series=series)
     for s in series:
         span = f"steps {s.steps.min()}..{s.steps.max()}" if len(s.steps) else "no steps"
         what = f"LR {s.lr_key!r}, {len(s.lrs)} points, {span}"

@@ -28,19 +28,42 @@ def fit_schedule(x: np.ndarray, lr: np.ndarray) -> dict[str, Any]:
             "steps_seen": steps_seen,
         }
     p = int(x[peak])
-    floor = min(end, start / TORCH_FINAL_DIV) if start > 0 else min(end, top / TORCH_FINAL_DIV)
-    best: tuple[float, str, float] | None = None
-    for strategy in ("cos", "linear"):
-        estimate = _total_steps(x[peak + 1 :], lr[peak + 1 :], p, top, floor, strategy)
-        if estimate is not None and (best is None or estimate[1] < best[0]):
-            best = (estimate[1], strategy, estimate[0])
+    default_floor = (start if start > 0 else top) / TORCH_FINAL_DIV
+    best: dict[str, Any] | None = None
+    for floor in sorted({min(end, default_floor), end}):  # the run ends at its floor, or not
+        for strategy in ("cos", "linear"):
+            estimate = _total_steps(x[peak + 1 :], lr[peak + 1 :], p, top, floor, strategy)
+            if estimate is None:
+                continue
+            candidate = _onecycle(x, lr, p, top, start, estimate, strategy)
+            candidate["fit_error"] = fit_error(candidate, x, lr)
+            if best is None or candidate["fit_error"] < best["fit_error"]:
+                best = candidate
     if best is None:
         return {"family": "warm-up then decay", "max_lr": top, "steps_seen": steps_seen}
-    spread, strategy, total = best
+    return best
+
+
+def _onecycle(
+    x: np.ndarray,
+    lr: np.ndarray,
+    p: int,
+    top: float,
+    start: float,
+    estimate: tuple[float, float],
+    strategy: str,
+) -> dict[str, Any]:
+    total, spread = estimate
+    steps_seen = int(x[-1]) + 1
     total_steps = int(round(total))
-    if abs(total_steps - steps_seen) <= 0.02 * total_steps:  # a complete run: its length
-        total_steps = steps_seen
+    if spread > 1e-4 and abs(total_steps - steps_seen) <= 0.02 * total_steps:
+        total_steps = steps_seen  # a loose fit of a complete run: the run's length
     complete = steps_seen >= 0.98 * total_steps
+    last = np.flatnonzero(x == total_steps - 1)  # the cycle's last step, where logged
+    end = float(lr[last[0]]) if len(last) else float(lr[-1])
+    if x[0] > 0:  # the log starts after step 0: the start value, from the warm-up's shape
+        w = x[0] / p if strategy == "linear" else (1 - np.cos(np.pi * x[0] / p)) / 2
+        start = float((lr[0] - top * w) / (1 - w)) if w < 1 else start
     return {
         "family": "one-cycle",
         "max_lr": top,
@@ -71,3 +94,42 @@ def _total_steps(
     totals = peak + 1 + (x[use] - peak) / done[use]
     median = float(np.median(totals))
     return median, float(np.median(np.abs(totals - median)) / median)
+
+
+def onecycle_lr(schedule: dict[str, Any], steps: np.ndarray) -> np.ndarray:
+    """The LR ``torch.optim.lr_scheduler.OneCycleLR`` gives at ``steps`` for a
+    reconstructed one-cycle (two phases), vectorised: a test holds it to torch's own."""
+    top, total = schedule["max_lr"], schedule["total_steps"]
+    start = top / schedule["div_factor"]
+    final = start / (schedule["final_div_factor"] or TORCH_FINAL_DIV)
+    peak = schedule["pct_start"] * total - 1
+    s = np.asarray(steps, dtype=np.float64)
+    warm = s <= peak
+    done = np.where(warm, s / max(peak, 1e-12), (s - peak) / max(total - 1 - peak, 1e-12))
+    lo, hi = np.where(warm, start, top), np.where(warm, top, final)
+    if schedule["anneal_strategy"] == "cos":
+        return hi + (lo - hi) / 2 * (np.cos(np.pi * done) + 1)
+    return (hi - lo) * done + lo
+
+
+def fit_error(schedule: dict[str, Any], x: np.ndarray, lr: np.ndarray) -> float:
+    """Mean relative distance of the logged LRs from the reconstructed one-cycle."""
+    model = onecycle_lr(schedule, x)
+    return float(np.mean(np.abs(model - lr) / np.maximum(np.abs(model), 1e-30)))
+
+
+def fit_with_offset(x: np.ndarray, lr: np.ndarray) -> tuple[dict[str, Any], dict[int, float]]:
+    """The schedule, and for a one-cycle the fit error of each reading of the log: the LR
+    logged at step s is that of step s (0), of step s + 1 (+1) or of step s - 1 (-1)."""
+    schedule = fit_schedule(x, lr)
+    if schedule["family"] != "one-cycle":
+        return schedule, {}
+    errors = {0: schedule["fit_error"]}
+    for shift in (1, -1):
+        keep = x + shift >= 0
+        if keep.sum() < 4:
+            continue
+        shifted = fit_schedule(x[keep] + shift, lr[keep])
+        if shifted["family"] == "one-cycle":
+            errors[shift] = shifted["fit_error"]
+    return schedule, errors
