@@ -17,6 +17,7 @@ from analysis.selection import (
     select_configurations,
     selection_lines,
 )
+from tune_eegpt.doctor.report import check_trials
 
 TOP_CURVES = 5
 
@@ -38,6 +39,8 @@ def write_report(
     trials, history = experiment.trials, experiment.history
     lines = [f"experiment: {experiment.path}"]
     lines += selection_lines(trials, params, threshold)
+    if "://" not in str(experiment.path):
+        lines += check_trials(experiment.path)  # the schedule doctor on each trial's logs
     paths: dict[str, Path] = {}
     paths["trials"], paths["history"] = save_frames(experiment, out)
 

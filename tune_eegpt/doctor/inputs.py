@@ -59,6 +59,7 @@ class CheckpointFacts:
     epoch: int | None
     optimizer_steps: int | None
     scheduler: dict[str, Any] | None
+    run_total_steps: int | None = None  # the run's own length, where it records one (ours)
 
 
 def read_inputs(
@@ -284,6 +285,7 @@ def read_checkpoint(path: Path, trusted: bool) -> CheckpointFacts:
         _int_or_none(state.get("epoch")),
         _optimizer_steps(optimizer),
         scheduler if isinstance(scheduler, dict) else None,
+        _int_or_none(state.get("total_steps")),
     )
 
 

@@ -76,6 +76,10 @@ def diagnose(
     hints = hints or Hints()
     series, checkpoints = read_inputs(paths, lr_key, step_key, trusted)
     result = Diagnosis(series=series)
+    given = hints.expected_total() is not None
+    totals = {c.run_total_steps for c in checkpoints if c.run_total_steps}
+    if not given and len(totals) == 1:  # the run's checkpoint records its length (ours do)
+        hints = Hints(steps_per_epoch=totals.pop(), epochs=1)
     for s in series:
         span = f"steps {s.steps.min()}..{s.steps.max()}" if len(s.steps) else "no steps"
         what = f"LR {s.lr_key!r}, {len(s.lrs)} points, {span}"
@@ -94,7 +98,7 @@ def diagnose(
         result.inputs.append({"kind": "checkpoint", "source": c.source, "what": what})
         result.findings += examine_checkpoint(c, hints)
     expected = hints.expected_total()
-    if expected is not None:
+    if given:
         result.inputs.append(
             {
                 "kind": "hints",
@@ -116,3 +120,24 @@ def check_run(folder: str | Path) -> list[str]:
         return [result.verdict()]
     findings = [f"{f.severity} {f.code}: {f.message}" for f in result.findings]
     return findings + [result.verdict()]
+
+
+def check_trials(experiment: str | Path) -> list[str]:
+    """The doctor on every trial of one of our experiments (each trial's ``trainer/``
+    folder: its steps.csv and checkpoints): one line, and one per trial with a finding."""
+    folders = sorted(Path(experiment).glob("*/trainer"))
+    if not folders:
+        return []
+    sick = []
+    for folder in folders:
+        try:
+            result = diagnose([str(folder)])
+        except ValueError as exc:
+            sick.append(f"  {folder.parent.name}: not checked ({exc})")
+            continue
+        if not result.healthy:
+            sick.append(f"  {folder.parent.name}: {result.verdict()}")
+    head = f"schedule: healthy in {len(folders) - len(sick)} of {len(folders)} trials"
+    return [
+        head + (" (python -m tune_eegpt.doctor <trial>/trainer for details)" if sick else "")
+    ] + sick

@@ -29,6 +29,13 @@ def fit_schedule(x: np.ndarray, lr: np.ndarray) -> dict[str, Any]:
         }
     p = int(x[peak])
     default_floor = (start if start > 0 else top) / TORCH_FINAL_DIV
+    if (top - end) < 0.1 * (top - default_floor):
+        return {  # too little of the decay logged to tell how long the cycle is
+            "family": "warm-up, then the start of a decay",
+            "max_lr": top,
+            "peak_step": p,
+            "steps_seen": steps_seen,
+        }
     best: dict[str, Any] | None = None
     for floor in sorted({min(end, default_floor), end}):  # the run ends at its floor, or not
         for strategy in ("cos", "linear"):
