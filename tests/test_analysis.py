@@ -87,7 +87,6 @@ def test_report_writes_frames_plots_and_a_config_that_trains(experiment_dir, tmp
     assert main(["report", str(experiment_dir), "--out", str(out), "--threshold", "0.6"]) == 0
     printed = capsys.readouterr().out
     assert "trials: 6" in printed and "best_config" in printed
-    assert "schedule: healthy in 6 of 6 trials" in printed  # the doctor on every trial
     trials = pd.read_parquet(out / "trials.parquet")
     history = pd.read_parquet(out / "history.parquet")
     assert len(trials) == NUM_TRIALS and len(history) >= NUM_TRIALS
