@@ -128,7 +128,8 @@ def input_kind(path: Path) -> str | None:
         return "csv"
     if path.suffix.lower() in CHECKPOINT_SUFFIXES or zipfile.is_zipfile(path):
         return "checkpoint"
-    head = path.open("rb").read(4096)
+    with path.open("rb") as fh:
+        head = fh.read(4096)
     if b"\0" not in head:
         return "text"
     return None
