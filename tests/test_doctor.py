@@ -55,6 +55,8 @@ def torch_loop(
     def build():
         if scheduler == "step":
             return torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+        if scheduler == "warmup_epochs":  # a warm-up meant in epochs, then held
+            return torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=3)
         if scheduler == "constant":
             return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
         total = EPOCHS if per_epoch else (EPOCHS * BATCHES if blind_total else optimizer_steps)
@@ -207,6 +209,14 @@ def test_a_constant_lr_is_found_and_step_lr_per_epoch_is_healthy(tmp_path):
     }
     step_lr = diagnose([str(torch_loop(tmp_path / "s", scheduler="step"))])
     assert step_lr.healthy and codes(step_lr) == {"stepped_per_epoch": "info"}
+
+
+def test_a_warm_up_in_epochs_that_then_holds_is_healthy(tmp_path):
+    result = diagnose([str(torch_loop(tmp_path, scheduler="warmup_epochs", log="csv"))])
+    assert result.healthy and codes(result) == {"stepped_per_epoch": "info"}
+    assert "climbs in 4 plateaus" in result.findings[0].message
+    assert result.schedules[0]["family"] == "warm-up, then constant"
+    assert result.schedules[0]["peak_step"] == 3 * BATCHES
 
 
 def test_a_checkpoint_without_step_counter_or_scheduler_is_found(tmp_path):

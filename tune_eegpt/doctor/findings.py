@@ -94,7 +94,8 @@ def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[
             )
         )
         return found, schedule
-    found += _per_epoch(src, x, lr, series.epochs)
+    per_epoch = _per_epoch(src, x, lr, series.epochs)
+    found += per_epoch
     restart = _restart(x, lr)
     if restart is not None:
         found.append(
@@ -116,7 +117,8 @@ def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[
                 "restarted_at": restart["step"],
             }
         return found, schedule  # its length is the restart's doing, not total_steps'
-    found += _length(src, schedule, hints)
+    if not any(f.code == "per_epoch_stepping" for f in per_epoch):
+        found += _length(src, schedule, hints)  # else its length is per-epoch stepping's doing
     return found, schedule
 
 
@@ -209,6 +211,8 @@ def _per_epoch(src: str, x: np.ndarray, lr: np.ndarray, epochs: np.ndarray | Non
                 evidence,
             )
         ]
+    if rises:
+        return [_rising(src, runs, levels, evidence)]
     ratios = levels[1:] / levels[:-1]
     if np.allclose(ratios, ratios[0], rtol=0.01):
         return [
@@ -233,6 +237,37 @@ def _per_epoch(src: str, x: np.ndarray, lr: np.ndarray, epochs: np.ndarray | Non
             evidence,
         )
     ]
+
+
+def _rising(
+    src: str, runs: list[tuple[int, int]], levels: np.ndarray, evidence: dict[str, Any]
+) -> Finding:
+    """The LR only climbs, one plateau at a time. Plateaus of one length up to the last
+    step: a per-step warm-up (a OneCycleLR whose total_steps counts optimizer steps)
+    stepped once per epoch, so the run never leaves it. A last plateau longer than the
+    others: a warm-up meant in epochs that then holds, which is healthy."""
+    lengths = [n for _, n in runs]
+    regular = max(lengths[:-1]) - min(lengths[:-1]) <= 1 and lengths[-1] <= max(lengths[:-1]) + 1
+    n, steps = len(runs), evidence["median_plateau_steps"]
+    if not regular:
+        return Finding(
+            "stepped_per_epoch",
+            "info",
+            f"{src}: the LR climbs in {n} plateaus of ~{steps} steps, then holds: a warm-up "
+            "stepped once per epoch",
+            "nothing to fix if a warm-up in epochs is what was meant",
+            evidence,
+        )
+    return Finding(
+        "per_epoch_stepping",
+        "error",
+        f"{src}: the LR climbs in {n} plateaus of {steps} steps, moving only between them, and "
+        f"is still rising at the last step ({levels[0]:.3g} to {levels[-1]:.3g}): a per-step "
+        "warm-up stepped once per epoch never reaches its peak",
+        "call scheduler.step() after every optimizer.step() (Lightning: 'interval': 'step' in "
+        "the lr_scheduler dict)",
+        evidence,
+    )
 
 
 def _restart(x: np.ndarray, lr: np.ndarray) -> dict[str, Any] | None:
@@ -361,6 +396,10 @@ def examine_checkpoint(ckpt: CheckpointFacts, hints: Hints) -> list[Finding]:
                 )
             )
     total, expected = ckpt.scheduler.get("total_steps"), hints.expected_total()
+    accum = accumulation(ckpt)
+    if isinstance(total, int) and expected is None and accum and ckpt.batches_per_epoch:
+        blind = _batch_counted_total(src, total, ckpt, accum)
+        found += [blind] if blind else []
     if isinstance(total, int) and expected is not None and total != expected:
         found.append(
             Finding(
@@ -373,3 +412,39 @@ def examine_checkpoint(ckpt: CheckpointFacts, hints: Hints) -> list[Finding]:
             )
         )
     return found
+
+
+def accumulation(ckpt: CheckpointFacts) -> int | None:
+    """Gradient accumulation, where the checkpoint counts batches as well as optimizer
+    steps (Lightning's loop state): batches per optimizer step, when that is 2 or more."""
+    if not ckpt.batches_seen or not ckpt.optimizer_steps:
+        return None
+    ratio = ckpt.batches_seen / ckpt.optimizer_steps
+    k = round(ratio)  # an epoch's last, partial window still steps: the ratio is a bit less
+    return k if k >= 2 and abs(ratio - k) <= 0.1 * k else None
+
+
+def _batch_counted_total(src: str, total: int, ckpt: CheckpointFacts, accum: int) -> Finding | None:
+    """total_steps is a whole number E of epochs counted in batches, while the optimizer
+    steps once per ``accum`` batches: a run of E epochs ends 1/accum of the way. A warning
+    when the checkpoint is at the end of epoch E (the last one of such a run), info before;
+    nothing once the run is past E epochs (then E was not its length)."""
+    batches = ckpt.batches_per_epoch or 0
+    if not batches or total % batches:
+        return None
+    epochs, per_epoch = total // batches, -(-batches // accum)
+    done = (ckpt.batches_seen or 0) / batches
+    if done > epochs:
+        return None
+    return Finding(
+        "total_steps_mismatch",
+        "warning" if done == epochs else "info",
+        f"{src}: total_steps is {total}, {epochs} epochs of {batches} batches, but the "
+        f"optimizer steps once per {accum} batches ({per_epoch} steps per epoch): a "
+        f"{epochs}-epoch run ends 1/{accum} of the way through its cycle"
+        + (" (this checkpoint is at its end)" if done == epochs else ""),
+        f"if the run is {epochs} epochs, set total_steps={epochs * per_epoch}: epochs * "
+        "ceil(batches_per_epoch / accum_steps) (Lightning: "
+        "self.trainer.estimated_stepping_batches)",
+        {"total_steps": total, "batches_per_epoch": batches, "accum": accum, "epochs": epochs},
+    )

@@ -60,6 +60,8 @@ class CheckpointFacts:
     optimizer_steps: int | None
     scheduler: dict[str, Any] | None
     run_total_steps: int | None = None  # the run's own length, where it records one (ours)
+    batches_per_epoch: int | None = None  # Lightning's loop state records these two
+    batches_seen: int | None = None
 
 
 def read_inputs(
@@ -287,7 +289,25 @@ def read_checkpoint(path: Path, trusted: bool) -> CheckpointFacts:
         _optimizer_steps(optimizer),
         scheduler if isinstance(scheduler, dict) else None,
         _int_or_none(state.get("total_steps")),
+        *_lightning_batches(state),
     )
+
+
+def _lightning_batches(state: dict) -> tuple[int | None, int | None]:
+    """(batches per epoch, batches run) from a Lightning checkpoint's fit-loop progress;
+    with the optimizer's step count they give the run's gradient accumulation."""
+    try:
+        loop = state["loops"]["fit_loop"]
+        batches = loop["epoch_loop.batch_progress"]
+        seen, current = int(batches["total"]["completed"]), int(batches["current"]["completed"])
+        epochs_done = int(loop["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    if batches.get("is_last_batch"):
+        return current or None, seen
+    if epochs_done > 0 and (seen - current) % epochs_done == 0:
+        return (seen - current) // epochs_done or None, seen
+    return None, seen
 
 
 def _optimizer_steps(optimizer: Any) -> int | None:

@@ -10,10 +10,11 @@ from tune_eegpt.doctor.findings import (
     SEVERITIES,
     Finding,
     Hints,
+    accumulation,
     examine_checkpoint,
     examine_series,
 )
-from tune_eegpt.doctor.inputs import LrSeries, read_inputs
+from tune_eegpt.doctor.inputs import CheckpointFacts, LrSeries, read_inputs
 
 
 @dataclass
@@ -80,6 +81,8 @@ def diagnose(
     totals = {c.run_total_steps for c in checkpoints if c.run_total_steps}
     if not given and len(totals) == 1:  # the run's checkpoint records its length (ours do)
         hints = Hints(steps_per_epoch=totals.pop(), epochs=1)
+    hints = _with_checkpoint_batches(hints, checkpoints)
+    given = hints.expected_total() is not None
     for s in series:
         span = f"steps {s.steps.min()}..{s.steps.max()}" if len(s.steps) else "no steps"
         what = f"LR {s.lr_key!r}, {len(s.lrs)} points, {span}"
@@ -95,6 +98,8 @@ def diagnose(
             f"global_step {c.global_step}, epoch {c.epoch}, optimizer steps "
             f"{c.optimizer_steps}, scheduler {'state' if c.scheduler else 'none'}"
         )
+        if c.batches_per_epoch:
+            what += f", {c.batches_per_epoch} batches per epoch, accum {accumulation(c) or 1}"
         result.inputs.append({"kind": "checkpoint", "source": c.source, "what": what})
         result.findings += examine_checkpoint(c, hints)
     expected = hints.expected_total()
@@ -107,6 +112,20 @@ def diagnose(
             }
         )
     return result
+
+
+def _with_checkpoint_batches(hints: Hints, checkpoints: list[CheckpointFacts]) -> Hints:
+    """--epochs alone is enough with a Lightning checkpoint: it counts the batches per
+    epoch and, against the optimizer's steps, the accumulation."""
+    if hints.epochs is None or hints.steps_per_epoch is not None:
+        return hints
+    known = {
+        (c.batches_per_epoch, accumulation(c) or 1) for c in checkpoints if c.batches_per_epoch
+    }
+    if len(known) != 1:
+        return hints
+    batches, accum = known.pop()
+    return Hints(batches, hints.epochs, hints.accum or accum)
 
 
 def check_run(folder: str | Path) -> list[str]:

@@ -20,7 +20,17 @@ def fit_schedule(x: np.ndarray, lr: np.ndarray) -> dict[str, Any]:
     if peak == 0 or np.isclose(lr[0], top, rtol=1e-9):
         family = "step decay" if len(np.unique(lr)) <= max(3, len(lr) // 20) else "decay"
         return {"family": family, "start_lr": start, "end_lr": end, "steps_seen": steps_seen}
-    if peak == len(lr) - 1:
+    if np.isclose(end, top, rtol=1e-9):  # the log ends at its top: still rising, or holding
+        changes = np.flatnonzero(np.diff(lr[:peak]) != 0) + 1
+        rungs = np.diff(np.concatenate([[0], changes, [peak]]))  # the climb's plateaus
+        if len(lr) - peak > int(rungs.max()) + 1:  # held longer than any rung of the climb
+            return {
+                "family": "warm-up, then constant",
+                "start_lr": start,
+                "max_lr": top,
+                "peak_step": int(x[peak]),
+                "steps_seen": steps_seen,
+            }
         return {
             "family": "warm-up (the log ends while it rises)",
             "start_lr": start,
