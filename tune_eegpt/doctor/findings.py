@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tune_eegpt.doctor.inputs import CheckpointFacts, LrSeries
-from tune_eegpt.doctor.schedule_fit import fit_with_offset
+from tune_eegpt.doctor.schedule_fit import fit_schedule, fit_with_offset
 
 SEVERITIES = ("info", "warning", "error")
 _SAME = 1e-7  # relative: two logged LRs this close are one value (float32 logging)
@@ -81,6 +81,9 @@ def examine_series(series: LrSeries, hints: Hints) -> tuple[list[Finding], dict[
     offset = _offset(src, errors)
     if offset is not None:
         found.append(offset)
+        if offset.evidence["offset"] == -1:  # numbered from 1: read it as numbered from 0
+            x = x - 1
+            schedule = fit_schedule(x, lr)
     if len(x) >= 3 and schedule["family"] == "constant":
         found.append(
             Finding(
@@ -152,15 +155,25 @@ def _offset(src: str, errors: dict[int, float]) -> Finding | None:
     best = min(errors, key=errors.get)
     if best == 0 or errors[best] > 1e-4 or errors[0] < max(10 * errors[best], 1e-5):
         return None
-    which = "next" if best == 1 else "previous"
+    evidence = {"offset": best, "fit_error": errors}
+    if best == -1:  # the LR the step used, against a step counter that starts at 1
+        return Finding(
+            "logged_lr_offset",
+            "info",
+            f"{src}: the logged steps count optimizer steps from 1 (the LR logged at step s is "
+            f"the one the s-th step used: the schedule fits to {errors[best]:.1e} so read, "
+            f"{errors[0]:.1e} as a count from 0), as Hugging Face Trainer logs",
+            "nothing to fix: the LR logged is the one each step used",
+            evidence,
+        )
     return Finding(
         "logged_lr_offset",
         "warning",
-        f"{src}: the logged LR at each step is the LR of the {which} optimizer step (the "
+        f"{src}: the logged LR at each step is the LR of the next optimizer step (the "
         f"one-cycle fits to {errors[best]:.1e} read one step off, {errors[0]:.1e} as logged)",
         "log the LR the step used: read optimizer.param_groups[0]['lr'] before "
         "scheduler.step(), or get_last_lr() before stepping",
-        {"offset": best, "fit_error": errors},
+        evidence,
     )
 
 
@@ -169,13 +182,13 @@ def _same(a: float, b: float) -> bool:
 
 
 def _plateaus(lr: np.ndarray) -> list[tuple[int, int]]:
-    """(first index, length) of each run of one LR value."""
-    runs, start = [], 0
-    for i in range(1, len(lr) + 1):
-        if i == len(lr) or not _same(lr[i], lr[start]):
-            runs.append((start, i - start))
-            start = i
-    return runs
+    """(first index, length) of each run of one LR value (neighbours the same)."""
+    if len(lr) == 0:
+        return []
+    scale = np.maximum(np.maximum(np.abs(lr[1:]), np.abs(lr[:-1])), 1e-30)
+    starts = np.concatenate([[0], np.flatnonzero(np.abs(np.diff(lr)) > _SAME * scale) + 1])
+    lengths = np.diff(np.append(starts, len(lr)))
+    return list(zip(starts.tolist(), lengths.tolist(), strict=True))
 
 
 def _per_epoch(src: str, x: np.ndarray, lr: np.ndarray, epochs: np.ndarray | None) -> list[Finding]:
@@ -306,7 +319,8 @@ def _length(src: str, schedule: dict[str, Any], hints: Hints) -> list[Finding]:
         return []
     total, seen = schedule["total_steps"], schedule["steps_seen"]
     if expected is not None:
-        if abs(total - expected) <= 0.02 * expected:
+        # one step over: a schedule that reaches 0 one step after the last (HF Trainer's)
+        if abs(total - expected) <= max(1, 0.02 * expected):
             return []  # the cycle the run's length implies; a log that ends early just stopped
         return [
             Finding(

@@ -9,6 +9,7 @@ file and what was expected, raised before any analysis.
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ _STEPPED_PAST = re.compile(
     r"Tried to step (\d+) times?\. The specified number of total steps is (\d+)"
 )
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
+HF_STATE = "trainer_state.json"  # marks a Hugging Face Trainer checkpoint-N folder
 
 
 class InputError(ValueError):
@@ -79,18 +81,25 @@ def read_inputs(
 
 
 def expand(path: Path) -> list[tuple[str | None, Path]]:
-    """A file as itself; a run folder as its TensorBoard events, its CSV and text logs and
-    its newest checkpoint."""
+    """A file as itself; a Hugging Face checkpoint folder as one checkpoint; a run folder
+    as its TensorBoard events, its CSV and text logs and its newest checkpoint."""
     if path.is_file():
         return [(input_kind(path), path)]
+    if (path / HF_STATE).is_file():
+        return [("hf_checkpoint", path)]
     found: list[tuple[str | None, Path]] = []
     if next(path.rglob("*tfevents*"), None) is not None:
         found.append(("tensorboard", path))
     for item in sorted(path.iterdir()):
         if item.is_file() and item.suffix.lower() in (".csv", ".log", ".txt"):
             found.append((input_kind(item), item))
-    saved = [p for p in path.rglob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES]
-    if saved:
+    hf = sorted(p.parent for p in path.rglob(HF_STATE))
+    saved = [
+        p for p in path.rglob("*") if p.suffix.lower() in CHECKPOINT_SUFFIXES and p.parent not in hf
+    ]
+    if hf:  # Hugging Face Trainer's checkpoint-N folders: the furthest along
+        found.append(("hf_checkpoint", max(hf, key=_hf_global_step)))
+    elif saved:
         found.append(("checkpoint", max(saved, key=lambda p: (p.stat().st_mtime_ns, p.name))))
     if not found:
         raise InputError(
@@ -114,6 +123,8 @@ def _read_one(
         series.append(read_csv(path, lr_key, step_key))
     elif kind == "checkpoint":
         checkpoints.append(read_checkpoint(path, trusted))
+    elif kind == "hf_checkpoint":
+        checkpoints.append(read_hf_checkpoint(path, trusted))
     elif kind == "text":
         series.append(read_text(path))
     else:
@@ -256,13 +267,13 @@ def read_text(path: Path) -> LrSeries:
     )
 
 
-def read_checkpoint(path: Path, trusted: bool) -> CheckpointFacts:
+def _torch_load(path: Path, trusted: bool) -> Any:
     import pickle
 
     import torch
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=not trusted)
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{path}: holds pickled objects that a plain load refuses; pass "
@@ -270,6 +281,46 @@ def read_checkpoint(path: Path, trusted: bool) -> CheckpointFacts:
         ) from exc
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+
+
+def _hf_global_step(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / HF_STATE).read_text()).get("global_step", -1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return -1
+
+
+def read_hf_checkpoint(folder: Path, trusted: bool) -> CheckpointFacts:
+    """A Hugging Face Trainer checkpoint-N folder: trainer_state.json (global_step, epoch,
+    max_steps: the run's length), optimizer.pt (step counters) and scheduler.pt."""
+    try:
+        state = json.loads((folder / HF_STATE).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder / HF_STATE}: not readable JSON ({exc})") from exc
+    if not isinstance(state, dict):
+        raise InputError(f"{folder / HF_STATE}: holds no trainer state object")
+    optimizer = (
+        _torch_load(folder / "optimizer.pt", trusted)
+        if (folder / "optimizer.pt").is_file()
+        else None
+    )
+    scheduler = (
+        _torch_load(folder / "scheduler.pt", trusted)
+        if (folder / "scheduler.pt").is_file()
+        else None
+    )
+    return CheckpointFacts(
+        str(folder),
+        _int_or_none(state.get("global_step")),
+        _int_or_none(state.get("epoch")),
+        _optimizer_steps(optimizer),
+        scheduler if isinstance(scheduler, dict) else None,
+        _int_or_none(state.get("max_steps")),
+    )
+
+
+def read_checkpoint(path: Path, trusted: bool) -> CheckpointFacts:
+    state = _torch_load(path, trusted)
     if not isinstance(state, dict):
         raise InputError(
             f"{path}: a checkpoint must be a dict; this one is a {type(state).__name__}"

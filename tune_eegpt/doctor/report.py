@@ -47,7 +47,10 @@ class Diagnosis:
     def lines(self) -> list[str]:
         out = []
         for item in self.inputs:
-            out.append(f"read {item['kind']} {item['source']}: {item['what']}")
+            if item["kind"] == "hints":
+                out.append(f"length (from the {item['source']}): {item['what']}")
+            else:
+                out.append(f"read {item['kind']} {item['source']}: {item['what']}")
         for schedule in self.schedules:
             out.append(f"  schedule seen in {schedule['source']}: {describe(schedule)}")
         for f in sorted(self.findings, key=lambda f: -SEVERITIES.index(f.severity)):
@@ -77,12 +80,13 @@ def diagnose(
     hints = hints or Hints()
     series, checkpoints = read_inputs(paths, lr_key, step_key, trusted)
     result = Diagnosis(series=series)
-    given = hints.expected_total() is not None
+    told = "command line" if hints.expected_total() is not None else None
     totals = {c.run_total_steps for c in checkpoints if c.run_total_steps}
-    if not given and len(totals) == 1:  # the run's checkpoint records its length (ours do)
-        hints = Hints(steps_per_epoch=totals.pop(), epochs=1)
-    hints = _with_checkpoint_batches(hints, checkpoints)
-    given = hints.expected_total() is not None
+    if told is None and len(totals) == 1:  # the checkpoint records the run's length
+        hints, told = Hints(steps_per_epoch=totals.pop(), epochs=1), "checkpoint's run length"
+    if told is None:
+        hints = _with_checkpoint_batches(hints, checkpoints)
+        told = "--epochs, checkpoint's batches" if hints.expected_total() is not None else None
     for s in series:
         span = f"steps {s.steps.min()}..{s.steps.max()}" if len(s.steps) else "no steps"
         what = f"LR {s.lr_key!r}, {len(s.lrs)} points, {span}"
@@ -103,11 +107,11 @@ def diagnose(
         result.inputs.append({"kind": "checkpoint", "source": c.source, "what": what})
         result.findings += examine_checkpoint(c, hints)
     expected = hints.expected_total()
-    if given:
+    if told is not None:
         result.inputs.append(
             {
                 "kind": "hints",
-                "source": "command line",
+                "source": told,
                 "what": f"the run takes {expected} optimizer steps",
             }
         )

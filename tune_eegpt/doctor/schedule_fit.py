@@ -48,11 +48,13 @@ def fit_schedule(x: np.ndarray, lr: np.ndarray) -> dict[str, Any]:
         }
     best: dict[str, Any] | None = None
     for floor in sorted({min(end, default_floor), end}):  # the run ends at its floor, or not
-        for strategy in ("cos", "linear"):
+        # OneCycleLR warms up with the shape it anneals with; HF Trainer's cosine warms
+        # up linearly, then anneals with a cosine
+        for strategy, warmup in (("cos", "cos"), ("linear", "linear"), ("cos", "linear")):
             estimate = _total_steps(x[peak + 1 :], lr[peak + 1 :], p, top, floor, strategy)
             if estimate is None:
                 continue
-            candidate = _onecycle(x, lr, p, top, start, estimate, strategy)
+            candidate = _onecycle(x, lr, p, top, start, estimate, strategy, warmup)
             candidate["fit_error"] = fit_error(candidate, x, lr)
             if best is None or candidate["fit_error"] < best["fit_error"]:
                 best = candidate
@@ -69,6 +71,7 @@ def _onecycle(
     start: float,
     estimate: tuple[float, float],
     strategy: str,
+    warmup: str,
 ) -> dict[str, Any]:
     total, spread = estimate
     steps_seen = int(x[-1]) + 1
@@ -79,16 +82,17 @@ def _onecycle(
     last = np.flatnonzero(x == total_steps - 1)  # the cycle's last step, where logged
     end = float(lr[last[0]]) if len(last) else float(lr[-1])
     if x[0] > 0:  # the log starts after step 0: the start value, from the warm-up's shape
-        w = x[0] / p if strategy == "linear" else (1 - np.cos(np.pi * x[0] / p)) / 2
-        start = float((lr[0] - top * w) / (1 - w)) if w < 1 else start
+        w = x[0] / p if warmup == "linear" else (1 - np.cos(np.pi * x[0] / p)) / 2
+        start = max(float((lr[0] - top * w) / (1 - w)), 0.0) if w < 1 else start
     return {
         "family": "one-cycle",
         "max_lr": top,
         "pct_start": (p + 1) / total_steps,
         "div_factor": top / start if start > 0 else float("inf"),
-        "final_div_factor": (start / end if complete and end > 0 else None),
+        "final_div_factor": (start / end if complete and end > 0 and start > 0 else None),
         "total_steps": total_steps,
         "anneal_strategy": strategy,
+        "warmup_strategy": warmup,
         "steps_seen": steps_seen,
         "fraction_seen": steps_seen / total_steps,
         "fit_spread": spread,
@@ -124,9 +128,14 @@ def onecycle_lr(schedule: dict[str, Any], steps: np.ndarray) -> np.ndarray:
     warm = s <= peak
     done = np.where(warm, s / max(peak, 1e-12), (s - peak) / max(total - 1 - peak, 1e-12))
     lo, hi = np.where(warm, start, top), np.where(warm, top, final)
-    if schedule["anneal_strategy"] == "cos":
-        return hi + (lo - hi) / 2 * (np.cos(np.pi * done) + 1)
-    return (hi - lo) * done + lo
+    cosine = hi + (lo - hi) / 2 * (np.cos(np.pi * done) + 1)
+    linear = (hi - lo) * done + lo
+    shape = np.where(
+        warm,
+        schedule.get("warmup_strategy", schedule["anneal_strategy"]),
+        schedule["anneal_strategy"],
+    )
+    return np.where(shape == "cos", cosine, linear)
 
 
 def fit_error(schedule: dict[str, Any], x: np.ndarray, lr: np.ndarray) -> float:
