@@ -292,3 +292,33 @@ def test_a_cycle_twice_the_run_is_found_at_half_way(tmp_path):
     assert [(f.code, f.severity) for f in found] == [("total_steps_mismatch", "warning")]
     assert "1/2" in found[0].message
     assert found[0].evidence["total_steps"] == pytest.approx(240, abs=2)
+
+
+def test_the_report_line_names_the_trials_with_a_finding(tmp_path):
+    from tune_eegpt.doctor.report import check_trials
+
+    finish(toy_trainer(log_dir=tmp_path / "exp" / "trial_a" / "trainer", **RUN))
+    torch_loop(tmp_path / "exp" / "trial_b" / "trainer", per_epoch=True)
+    assert check_trials(tmp_path / "exp") == [
+        "schedule: healthy in 1 of 2 trials (python -m tune_eegpt.doctor <trial>/trainer for "
+        "details)",
+        "  trial_b: schedule: error per_epoch_stepping (+1 more)",
+    ]
+    assert check_trials(tmp_path / "empty") == []
+
+
+def test_a_wandb_csv_export_is_read_by_its_step_column(tmp_path):
+    """W&B exports a run's series as 'Step' and '<run> - <key>' (with __MIN/__MAX twins);
+    a log every 4th step makes the mapped 'Step' matter."""
+    rows = list(
+        csv.DictReader((torch_loop(tmp_path, per_epoch=True, log="csv") / "metrics.csv").open())
+    )
+    with (tmp_path / "wandb_export.csv").open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["Step", "run-1 - train/lr", "run-1 - train/lr__MIN", "run-1 - train/lr__MAX"])
+        out.writerows([r["step"], r["lr"], r["lr"], r["lr"]] for r in rows[::4])
+    result = diagnose([str(tmp_path / "wandb_export.csv")])
+    assert result.series[0].step_key == "Step" and result.series[0].lr_key == "run-1 - train/lr"
+    assert codes(result) == {"per_epoch_stepping": "error"}
+    # steps 0, 4, ..., 36 of each 40-step epoch (10 if the row order were the steps)
+    assert result.findings[0].evidence["median_plateau_steps"] == BATCHES - 3

@@ -2,6 +2,7 @@
 tests/fixtures/hf_trainer/make_runs.py): its linear and cosine warm-up schedules, with and
 without accumulation, are healthy, and its checkpoint-N folders are read as one checkpoint."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,13 @@ def test_a_checkpoint_folder_is_one_checkpoint_with_the_runs_length():
         "source": "checkpoint's run length",
         "what": "the run takes 60 optimizer steps",
     }
+
+
+def test_a_damaged_trainer_state_exits_2_naming_the_file(tmp_path, capsys):
+    folder = tmp_path / "checkpoint-60"
+    shutil.copytree(RUNS / "linear_4" / "checkpoint-60", folder)
+    (folder / "trainer_state.json").write_text('{"global_step": 6')  # cut short
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder / "trainer_state.json") in err[0]
+    assert "not readable JSON" in err[0]

@@ -201,12 +201,8 @@ def read_csv(path: Path, lr_key: str | None, step_key: str | None) -> LrSeries:
     )
     if lr is None:
         raise InputError(f"{path}: no learning-rate column among {columns}; name it with --lr-key")
-    step = (
-        _pick(columns, step_key, "--step-key", path)
-        if step_key
-        else next((c for c in STEP_KEYS if c in columns), None)
-    )
-    epoch = next((c for c in EPOCH_KEYS if c in columns), None)
+    step = _pick(columns, step_key, "--step-key", path) if step_key else _column(columns, STEP_KEYS)
+    epoch = _column(columns, EPOCH_KEYS)
     rows = frame[pd.to_numeric(frame[lr], errors="coerce").notna()]
     if rows.empty:
         raise InputError(f"{path}: the column {lr!r} holds no learning-rate values")
@@ -224,6 +220,17 @@ def read_csv(path: Path, lr_key: str | None, step_key: str | None) -> LrSeries:
         step,
         unmapped,
     )
+
+
+def _column(columns: list, keys: tuple[str, ...]) -> str | None:
+    """The first of ``keys`` among the columns, in any case, also as W&B's export names
+    a run's series (``Step``, ``<run> - train/global_step``)."""
+    for key in keys:
+        for c in columns:
+            name = str(c).lower()
+            if name == key or name.endswith(f" - {key}"):
+                return c
+    return None
 
 
 def _pick(columns: list[str], key: str, flag: str, path: Path) -> str:
