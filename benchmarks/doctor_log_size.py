@@ -61,7 +61,7 @@ def cli_run(folder: Path) -> tuple[float, float, str]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--steps", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args()

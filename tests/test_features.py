@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tune_eegpt.checksum import DamagedFileError
 from tune_eegpt.models.eegpt import EEGPTEncoder, eegpt_small
 from tune_eegpt.models.probe import LinearProbeHead
 from tune_eegpt.training.batches import BatchSource, TensorBatches
@@ -15,6 +16,7 @@ from tune_eegpt.training.features import (
     FeatureBatches,
     build_feature_cache,
     encoder_weights_hash,
+    fingerprint_path,
 )
 
 CHANNELS = ["FP1", "FP2", "C3", "C4", "O1", "O2"]
@@ -50,7 +52,8 @@ def test_cache_holds_the_encoder_outputs(encoder: EEGPTEncoder, tmp_path: Path) 
     torch.testing.assert_close(x.float(), expected.half().float(), rtol=0, atol=1e-6)
     torch.testing.assert_close(y, data.y[order])
     assert list(feats.recording_ids[order]) == list(data.recording_ids[order])
-    assert list(tmp_path.iterdir()) == [path]  # no temporary files left behind
+    # no temporary files left behind: the file and its fingerprint
+    assert sorted(tmp_path.iterdir()) == [path, fingerprint_path(path)]
 
 
 def test_float32_cache_and_no_recording_ids(encoder: EEGPTEncoder, tmp_path: Path) -> None:
@@ -154,3 +157,23 @@ def test_head_on_cached_features_equals_head_on_live_encoder(
             rtol=0,
             atol=5e-4,
         )
+
+
+def test_a_damaged_feature_file_is_refused_by_name_and_computed_again(
+    encoder: EEGPTEncoder, tmp_path: Path, caplog
+) -> None:
+    data = windows(12)
+    path = build_feature_cache(encoder, data, tmp_path, "win-d", batch_size=4, progress=False)
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    middle = len(flipped) // 2
+    flipped[middle : middle + 64] = bytes(255 - b for b in flipped[middle : middle + 64])
+    path.write_bytes(bytes(flipped))  # same size: only the full check sees it
+    with caplog.at_level("WARNING", logger="tune_eegpt"):
+        again = build_feature_cache(encoder, data, tmp_path, "win-d", batch_size=4, progress=False)
+    assert again == path and path.read_bytes() == good
+    assert f"feature cache {path} is damaged (content changed" in caplog.text
+    path.write_bytes(good[: len(good) // 2])  # cut short: every open sees it
+    with pytest.raises(DamagedFileError, match="damaged feature cache") as caught:
+        FeatureBatches.open(path)
+    assert str(path) in str(caught.value) and f"{len(good)} recorded" in str(caught.value)

@@ -31,6 +31,7 @@ from tune_eegpt.training.features import (
     build_feature_cache,
     encoder_weights_hash,
     feature_cache_path,
+    fingerprint_path,
 )
 from tune_eegpt.training.trainer import ProbeTrainer
 
@@ -142,6 +143,9 @@ def prepare_features(
     if target.is_local:
         return str(path)
     target.make_dir()
+    sidecar = fingerprint_path(path)
+    if sidecar.is_file():  # first: the copy to a node checks the file against it
+        target.child(sidecar.name).upload(sidecar)
     target.child(path.name).upload(path)
     return str(target.child(path.name))
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from tune_eegpt.config import DataConfig, RunConfig
-from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache
+from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache, damaged_shards
 from tune_eegpt.data.default_cache import default_workers
+from tune_eegpt.data.storage import Location
 from tune_eegpt.data.summary import format_summary
 from tune_eegpt.data.synthetic import SyntheticSpec, write_synthetic_corpus
 
@@ -27,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_yaml(args.config).data if args.config else DataConfig()
     if args.address is None:
-        result = build_window_cache(cfg, args.data_root, args.out, workers=args.workers)
+        result = build_window_cache(
+            cfg, args.data_root, args.out, workers=args.workers, verify=True
+        )
         print(result.path)
         return 0
     # Ray lives above the data package: imported only when asked for
@@ -35,7 +39,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     started = connect(args.address, num_cpus=args.workers)
     try:
-        result = build_window_cache(cfg, args.data_root, args.out, runner=ray_runner())
+        result = build_window_cache(cfg, args.data_root, args.out, runner=ray_runner(), verify=True)
     finally:
         if started:
             import ray
@@ -66,9 +70,37 @@ def _info(args: argparse.Namespace) -> int:
     )
     if not candidates:
         raise FileNotFoundError(f"no complete window cache at or directly under {path}")
+    damaged = 0
     for cache_dir in candidates:
-        print(format_summary(json.loads((cache_dir / MANIFEST).read_text()), cache_dir))
+        manifest = json.loads((cache_dir / MANIFEST).read_text())
+        print(format_summary(manifest, cache_dir))
+        if args.verify:
+            damaged += _verify(cache_dir, manifest)
+    if damaged:
+        print(
+            f"error: {damaged} damaged shard(s); run `python -m tune_eegpt.data prepare` again "
+            "with the same --data-root and --out: it decodes only those recordings",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _verify(cache_dir: Path, manifest: dict) -> int:
+    """Reads every shard against its manifest's size and CRC-32; prints what it found."""
+    started = time.perf_counter()
+    found = damaged_shards(Location(cache_dir), manifest, full=True)
+    for _, shard, why in found:
+        print(f"damaged: {shard}: {why}")
+    shards = manifest.get("shards", [])
+    size = sum(e.get("bytes", 0) for e in shards) / 1e9
+    unchecked = sum("crc32" not in e for e in shards)
+    note = f"; {unchecked} written before checksums, size only" if unchecked else ""
+    print(
+        f"verified {len(shards)} shards ({size:.2f} GB) in {time.perf_counter() - started:.1f} s: "
+        f"{len(found) or 'none'} damaged{note}"
+    )
+    return len(found)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -145,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     info.add_argument("dir", metavar="DIR", help="a cache <out>/<key> folder or its <out> folder")
+    info.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every shard and check its CRC-32 against the manifest (exit 1 if one is "
+        "damaged)",
+    )
     info.set_defaults(run=_info)
     return parser
 

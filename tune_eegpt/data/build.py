@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from tune_eegpt.checksum import crc32_of_stream, fingerprint, problem
 from tune_eegpt.config import DataConfig
 from tune_eegpt.data.preprocess import Rejection, read_recording
 from tune_eegpt.data.settings import SCHEMA_VERSION, Preprocessing, cache_key
@@ -96,9 +97,12 @@ def build_window_cache(
     progress: bool = True,
     verbose: bool = True,
     runner: TaskRunner | None = None,
+    verify: bool = False,
 ) -> BuildResult:
     """See the module docstring. ``workers`` > 1 reads EDF files in that many processes
-    (ignored when a ``runner`` is given)."""
+    (ignored when a ``runner`` is given). A complete cache is reused after a size check of
+    every shard (``verify``: a CRC-32 check of every byte); a damaged or missing shard is
+    decoded again from its recording, nothing else."""
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     settings = Preprocessing.from_config(cfg)
@@ -112,12 +116,19 @@ def build_window_cache(
     key = cache_key(settings, index.recordings)
     cache = Location(out_dir).child(key)
     shown = cache.path if cache.is_local else str(cache)
-    if cache.child(MANIFEST).exists():  # complete: reuse at once
+    if cache.child(MANIFEST).exists():  # complete: reuse at once, unless a shard is damaged
         manifest = json.loads(cache.child(MANIFEST).read_bytes())
-        _ensure_split(cache, cfg.split_seed, cfg.val_fraction)
-        if verbose:
-            print(f"window cache {shown} is up to date; nothing to build")
-        return BuildResult(shown, key, 0, manifest["files"]["found"], manifest)
+        damaged = damaged_shards(cache, manifest, full=verify)
+        if not damaged:
+            _ensure_split(cache, cfg.split_seed, cfg.val_fraction)
+            if verbose:
+                checked = "checksums verified" if verify else "sizes checked"
+                print(f"window cache {shown} is up to date ({checked}); nothing to build")
+            return BuildResult(shown, key, 0, manifest["files"]["found"], manifest)
+        for recording, shard, why in damaged:  # decoded again below, the rest reused
+            print(f"window cache: shard {shard} is damaged ({why}); decoding {recording} again")
+            shard.remove()
+        cache.child(MANIFEST).remove()
 
     shards = cache.child("shards")
     shards.make_dir()
@@ -260,6 +271,38 @@ def _shard_stats(shard: Location) -> dict:
     return json.loads(schema.metadata[METADATA_KEY])
 
 
+def _fingerprint(shard: Location) -> dict:
+    """Size and CRC-32 of a shard, wherever it is stored (a URI is streamed once)."""
+    if shard.is_local:
+        return fingerprint(shard.path)
+    with shard.open_input_stream() as stream:
+        return {"bytes": shard.size(), "crc32": crc32_of_stream(stream)}
+
+
+def damaged_shards(
+    cache: Location, manifest: dict, full: bool = False
+) -> list[tuple[str, Location, str]]:
+    """(recording, shard, what is wrong) for every shard of the manifest that is missing,
+    of another size than recorded, or (``full``) of other content."""
+    found = []
+    shards = cache.child("shards")
+    for entry in manifest.get("shards", []):
+        shard = shards.child(f"{entry['recording']}{SHARD_SUFFIX}")
+        if shard.is_local:
+            why = problem(shard.path, entry, full)
+        elif not shard.exists():
+            why = "missing"
+        elif "bytes" in entry and shard.size() != entry["bytes"]:
+            why = f"{shard.size()} bytes, {entry['bytes']} recorded"
+        elif full and "crc32" in entry and _fingerprint(shard)["crc32"] != entry["crc32"]:
+            why = "content changed (CRC-32 differs from the manifest's)"
+        else:
+            why = None
+        if why is not None:
+            found.append((entry["recording"], shard, why))
+    return found
+
+
 def _json_bytes(obj: object) -> bytes:
     return (json.dumps(obj, indent=2, default=str) + "\n").encode()
 
@@ -354,7 +397,11 @@ def _finish(
         "window_shape": [len(settings.channels), settings.window_samples],
         "windows": int(used["windows"].sum()),
         "shards": [
-            {"recording": r, "rows": int(n)}
+            {
+                "recording": r,
+                "rows": int(n),
+                **_fingerprint(shards.child(f"{r}{SHARD_SUFFIX}")),
+            }
             for r, n in zip(used.recording, used.windows, strict=True)
         ],
         "files": {

@@ -5,7 +5,8 @@ pyarrow-filesystem URI (``s3://``, ``gs://``, ``file://``...), copied once per n
 write is atomic (temp name + rename on a file system; an object-store upload appears
 whole when it completes), so a reader never sees half a file. ``local_copy`` brings a
 complete cache from a URI to local disk once per node, under a lock, verified against its
-manifest (every listed shard present, every file the size it has in storage).
+manifest (every listed shard present, every file the size it has in storage, every shard's
+CRC-32 the one recorded when it was written).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from tune_eegpt.checksum import DamagedFileError, problem, sidecar_name
 from tune_eegpt.data.shards import TEMP_MARK, atomic_write_bytes
 
 MANIFEST = "manifest.json"
@@ -82,6 +84,24 @@ class Location:
             return Path(self.where).read_bytes()
         with self.fs.open_input_stream(self.fs_path) as stream:
             return stream.read()
+
+    def size(self) -> int:
+        if self.is_local:
+            return Path(self.where).stat().st_size
+        return self.fs.get_file_info(self.fs_path).size
+
+    def open_input_stream(self):
+        """A sequential reader of the whole file."""
+        if self.is_local:
+            return Path(self.where).open("rb")
+        return self.fs.open_input_stream(self.fs_path)
+
+    def remove(self) -> None:
+        """Deletes this file (nothing if it is absent)."""
+        if self.is_local:
+            Path(self.where).unlink(missing_ok=True)
+        elif self.exists():
+            self.fs.delete_file(self.fs_path)
 
     def open_input_file(self):
         """A random-access file (Arrow readers take it: an IPC footer is read, not the file)."""
@@ -155,7 +175,9 @@ def local_copy(source: str, local_dir: str | Path) -> Path:
             raise FileNotFoundError(f"{source} does not exist; prepare the caches first")
         if info.type == pafs.FileType.File:
             if not (target.is_file() and target.stat().st_size == info.size):
+                target.with_name(sidecar_name(target.name)).unlink(missing_ok=True)
                 _download(remote, target)
+            _check_single_file(source, remote, target)
             return target
         if (target / MANIFEST).is_file():
             return target
@@ -180,8 +202,43 @@ def local_copy(source: str, local_dir: str | Path) -> Path:
                 _download(remote.child(rel), local)
             if local.stat().st_size != size:
                 raise OSError(f"copy of {source}/{rel}: {local.stat().st_size} of {size} bytes")
+        for entry in manifest.get("shards", []):  # every byte, against the manifest's CRC
+            rel = f"shards/{entry['recording']}.arrow"
+            if problem(target / rel, entry, full=True) is None:
+                continue
+            _download(remote.child(rel), target / rel)  # an earlier copy went wrong: once more
+            why = problem(target / rel, entry, full=True)
+            if why is not None:
+                (target / rel).unlink(missing_ok=True)
+                raise DamagedFileError(
+                    f"{source}/{rel}: damaged in storage ({why}); run `python -m "
+                    f"tune_eegpt.data prepare --out {source.rsplit('/', 1)[0]}` with the same "
+                    "--data-root: it decodes only the damaged recordings"
+                )
         _download(remote.child(MANIFEST), target / MANIFEST)  # last: marks the copy complete
     return target
+
+
+def _check_single_file(source: str, remote: Location, local: Path) -> None:
+    """A single file (a feature cache) against the fingerprint stored beside it, where
+    there is one: every byte, once per copy (a verified copy leaves a marker)."""
+    parent, name = source.rsplit("/", 1)
+    stored = Location(parent).child(sidecar_name(name))
+    marker = local.with_name(sidecar_name(local.name))
+    if not stored.exists() or marker.is_file():
+        return
+    recorded = json.loads(stored.read_bytes())
+    why = problem(local, recorded, full=True)
+    if why is not None:
+        _download(remote, local)  # a copy that went wrong: once more
+        why = problem(local, recorded, full=True)
+    if why is not None:
+        local.unlink(missing_ok=True)
+        raise DamagedFileError(
+            f"{source}: damaged in storage ({why}); delete it there and run the search "
+            "again: it computes the features again"
+        )
+    atomic_write_bytes(marker, json.dumps(recorded).encode())
 
 
 def _download(remote: Location, local: Path) -> None:

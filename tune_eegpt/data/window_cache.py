@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tune_eegpt.checksum import DamagedFileError, problem
 from tune_eegpt.data.build import MANIFEST, ensure_split_file
 from tune_eegpt.data.shards import SHARD_SUFFIX, MappedShard
 from tune_eegpt.data.splits import SPLIT_NAMES, read_splits
@@ -153,10 +154,21 @@ class WindowCache:
         seed = default["seed"] if split_seed is None else split_seed
         fraction = default["val_fraction"] if val_fraction is None else val_fraction
         splits = read_splits(ensure_split_file(path, seed, fraction))
-        shards = [
-            MappedShard(path / "shards" / f"{entry['recording']}{SHARD_SUFFIX}")
-            for entry in manifest["shards"]
-        ]
+        shards = []
+        for entry in manifest["shards"]:
+            shard = path / "shards" / f"{entry['recording']}{SHARD_SUFFIX}"
+            why = problem(shard, entry, full=False)  # the size: cheap, on every open
+            if why is None:
+                try:
+                    shards.append(MappedShard(shard))
+                    continue
+                except (pa.ArrowInvalid, OSError, ValueError) as exc:
+                    why = f"not a readable Arrow file: {exc}"
+            raise DamagedFileError(
+                f"{shard}: damaged window shard ({why}); run `python -m tune_eegpt.data "
+                "prepare` again with the same --data-root and --out: it decodes only the "
+                "damaged recordings"
+            )
         return cls(path, manifest, shards, splits)
 
     @property

@@ -41,7 +41,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tune_eegpt.atomic_write import atomic_path
+from tune_eegpt.atomic_write import atomic_path, atomic_write_bytes
+from tune_eegpt.checksum import DamagedFileError, fingerprint, problem, sidecar_name
 from tune_eegpt.training.batches import BatchSource
 from tune_eegpt.training.float8 import to_e4m3
 
@@ -104,7 +105,11 @@ def build_feature_cache(
     encoder_hash = encoder_weights_hash(encoder)
     path = feature_cache_path(out_dir, encoder_hash, key, dtype)
     if path.is_file():
-        return path
+        why = problem(path, recorded_fingerprint(path), full=True)
+        if why is None:
+            return path
+        log.warning(f"feature cache {path} is damaged ({why}); computing it again")
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     was_training = encoder.training
@@ -125,11 +130,27 @@ def build_feature_cache(
                     for feats, labels, ids in itertools.chain([first], batches):
                         writer.write_batch(_record_batch(schema, feats, labels, ids))
                         bar.update(len(feats))
+            # before the rename: a feature file is never in place without its fingerprint
+            atomic_write_bytes(fingerprint_path(path), json.dumps(fingerprint(tmp)).encode())
     finally:
         encoder.train(was_training).to(home)  # as the caller left it
     if saturated[0]:
         log.warning(f"{path.name}: {saturated[0]} feature values beyond +-448 saturated")
     return path
+
+
+def fingerprint_path(path: Path) -> Path:
+    """The sidecar that holds a feature file's size and CRC-32."""
+    return path.with_name(sidecar_name(path.name))
+
+
+def recorded_fingerprint(path: Path) -> dict:
+    """The size and CRC-32 recorded when ``path`` was written; {} for a file from before
+    fingerprints (then nothing can be checked)."""
+    try:
+        return json.loads(fingerprint_path(path).read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _encode(
@@ -244,6 +265,12 @@ class FeatureBatches:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"feature cache not found: {path}")
+        why = problem(path, recorded_fingerprint(path), full=False)  # the size: cheap
+        if why is not None:
+            raise DamagedFileError(
+                f"{path}: damaged feature cache ({why}); delete it, or run the search or "
+                "train again: it is computed again from the window cache"
+            )
         try:
             table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
             meta = json.loads(table.schema.metadata[b"tune_eegpt"])
