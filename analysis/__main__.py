@@ -13,12 +13,13 @@ import sys
 from pathlib import Path
 
 from tune_eegpt.config import ConfigError
+from tune_eegpt.shell_command import module_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         allow_abbrev=False,
-        prog="python -m analysis",
+        prog=module_command("analysis"),
         description="Analyse a tune_eegpt search: which schedules reach the target AUROC, "
         "do they hold over seeds, and what does the winner score on the held-out eval set.",
     )

@@ -20,6 +20,7 @@ from analysis.export import configuration_of, run_config_for
 from analysis.load import Experiment
 from analysis.selection import rank_configurations
 from tune_eegpt.config import RunConfig
+from tune_eegpt.shell_command import module_command
 from tune_eegpt.training.metrics import binary_metrics, recording_level
 
 EVALUATION_JSON, EVALUATION_CSV = "test_evaluation.json", "test_evaluation.csv"
@@ -110,7 +111,8 @@ def winner_configuration(
         )
     if not allow_unconfirmed:
         raise FileNotFoundError(
-            f"{summary_path} not found: run `python -m analysis confirm` first, or pass "
+            f"{summary_path} not found: run "
+            f"`{module_command('analysis', 'confirm', str(experiment.path))}` first, or pass "
             "--allow-unconfirmed to score the search's best configuration"
         )
     ranked = rank_configurations(experiment.trials, params)

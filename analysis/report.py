@@ -18,6 +18,7 @@ from analysis.selection import (
     selection_lines,
 )
 from tune_eegpt.doctor.report import check_trials
+from tune_eegpt.shell_command import module_command
 
 TOP_CURVES = 5
 
@@ -76,7 +77,7 @@ def write_report(
             f"Best configuration of {experiment.path}\n"
             f"trial {best['trial_id']}: best val_auroc {best['best_val_auroc']:.4f} at epoch "
             f"{best['best_epoch']:g}; {verdict}; not yet confirmed over seeds "
-            "(python -m analysis confirm)"
+            f"({module_command('analysis', 'confirm')})"
         )
         cfg = run_config_for(experiment, configuration_of(best, params))
         exported = export_config(cfg, out, "best_config", n_train, note)

@@ -296,12 +296,13 @@ def test_a_cycle_twice_the_run_is_found_at_half_way(tmp_path):
 
 def test_the_report_line_names_the_trials_with_a_finding(tmp_path):
     from tune_eegpt.doctor.report import check_trials
+    from tune_eegpt.shell_command import python_command
 
     finish(toy_trainer(log_dir=tmp_path / "exp" / "trial_a" / "trainer", **RUN))
     torch_loop(tmp_path / "exp" / "trial_b" / "trainer", per_epoch=True)
     assert check_trials(tmp_path / "exp") == [
-        "schedule: healthy in 1 of 2 trials (python -m tune_eegpt.doctor <trial>/trainer for "
-        "details)",
+        f"schedule: healthy in 1 of 2 trials ({python_command()} -m tune_eegpt.doctor "
+        "<trial>/trainer for details)",
         "  trial_b: schedule: error per_epoch_stepping (+1 more)",
     ]
     assert check_trials(tmp_path / "empty") == []

@@ -10,6 +10,7 @@ from search_fixtures import write_space
 from analysis.__main__ import main as analysis_main
 from tune_eegpt import search
 from tune_eegpt.search_report import TrialOutcome, search_summary_lines
+from tune_eegpt.shell_command import python_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,8 +139,8 @@ def test_every_argument_parser_in_the_repository_refuses_abbreviations():
 def test_resume_command_repeats_the_flags():
     argv = ["--space", "wide", "--name", "old", "--num-samples", "8", "--storage", "/r x"]
     assert search.resume_command(argv, "old") == (
-        "python -m tune_eegpt.search --resume --name old --space wide --num-samples 8 "
-        "--storage '/r x'"
+        f"{python_command()} -m tune_eegpt.search --resume --name old --space wide "
+        "--num-samples 8 --storage '/r x'"
     )
 
 
@@ -157,7 +158,7 @@ def test_summary_counts_end_states_and_names_the_next_step():
     lines = search_summary_lines(outcomes, 0.869, 12.0, "/runs/x", ["max_lr"])
     assert lines[0] == "trials: 4  finished 1, stopped by ASHA 1, diverged 1, crashed 1"
     assert lines[1] == "best trial: a  val_auroc 0.9000 (clears the threshold 0.869)"
-    assert lines[-1] == "next: python -m analysis report /runs/x"
+    assert lines[-1] == f"next: {python_command()} -m analysis report /runs/x"
 
 
 def test_interrupted_summary_reports_running_trials_as_interrupted():

@@ -81,7 +81,7 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
     config = _long_run_config(tiny_base, tmp_path, checkpoint_every_steps=7)
     command = [sys.executable, "-m", "tune_eegpt.train", "--config", str(config)]
     command += ["--out", str(out)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}  # no venv active
     resumed_step = 0
     for attempt, delay in enumerate([0.0, 0.02, 0.1, 0.3, 0.7]):
         proc = subprocess.Popen(
@@ -105,9 +105,11 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
         last = list_checkpoints(out / "checkpoints")[-1]
         assert match.group(2) == str(last)
         assert int(match.group(1)) >= load_checkpoint_file(last)["global_step"]
-        expected = ["python", "-m", "tune_eegpt.train", "--config", str(out / "config.yaml")]
-        assert shlex.split(match.group(3)) == [*expected, "--resume", str(last)]
-        command = [sys.executable, *shlex.split(match.group(3))[1:]]
+        expected = ["-m", "tune_eegpt.train", "--config", str(out / "config.yaml")]
+        printed = shlex.split(match.group(3))
+        assert printed[1:] == [*expected, "--resume", str(last)]
+        assert Path(printed[0]).absolute() == Path(sys.executable)  # not the shell's python
+        command = ["bash", "-c", f"exec {match.group(3)}"]  # as pasted into a shell
         resumed_step = load_checkpoint_file(last)["global_step"]
         assert ("resumed from" in before + stdout) == (attempt > 0)
     # the logs of five interrupted pieces: every step once, in order, CSV and TensorBoard alike

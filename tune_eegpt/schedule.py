@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from tune_eegpt.config import ConfigError, RunConfig
+from tune_eegpt.shell_command import module_command
 from tune_eegpt.training.onecycle import ScheduleDryRun, dry_run, milestones
 from tune_eegpt.training.schedule_plot import plot_schedule
 
@@ -28,7 +29,7 @@ _OVERRIDES = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
-        prog="python -m tune_eegpt.schedule",
+        prog=module_command("tune_eegpt.schedule"),
         description="Dry run of the OneCycleLR schedule a probe run would use.",
     )
     parser.add_argument("--config", type=Path, help="run config YAML (defaults if omitted)")

@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 import warnings
@@ -31,6 +30,7 @@ from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
 from tune_eegpt.data.tuab_index import index_tuab
 from tune_eegpt.end_state import end_state
 from tune_eegpt.search_report import TrialOutcome, search_summary_lines
+from tune_eegpt.shell_command import module_command
 
 METRIC, MODE = "val_auroc", "max"
 SEARCH_INFO = "tune_eegpt_search.json"  # beside Tune's files: what analysis needs to know
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tune_eegpt.search",
+        prog=module_command("tune_eegpt.search"),
         allow_abbrev=False,
         description="Search the OneCycle schedule of the EEGPT linear probe with Ray Tune "
         "(Optuna TPE proposes, ASHA stops weak trials early). With no arguments: the "
@@ -273,7 +273,7 @@ def resume_command(argv: list[str], name: str) -> str:
             skip = True
         elif arg != "--resume" and not arg.startswith("--name="):
             rest.append(arg)
-    return shlex.join(["python", "-m", "tune_eegpt.search", "--resume", "--name", name, *rest])
+    return module_command("tune_eegpt.search", "--resume", "--name", name, *rest)
 
 
 def interrupted_line(experiment: str, argv: Sequence[str] | None, name: str) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tune_eegpt.end_state import END_STATES, EndState
+from tune_eegpt.shell_command import module_command
 
 # How the summary names each end state; a trial still running when the search stopped
 # was interrupted.
@@ -58,7 +59,7 @@ def search_summary_lines(
         ]
     lines += [f"wall time: {wall_s:.1f} s", f"results: {where}"]
     if not interrupted:
-        lines.append(f"next: python -m analysis report {where}")
+        lines.append(f"next: {module_command('analysis', 'report', where)}")
     return lines
 
 

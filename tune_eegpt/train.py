@@ -24,6 +24,7 @@ from typing import Any
 
 from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of, require_real_inputs
 from tune_eegpt.doctor.report import check_run
+from tune_eegpt.shell_command import module_command
 from tune_eegpt.training.checkpoint import (
     CheckpointError,
     checkpoint_name,
@@ -37,7 +38,9 @@ _SHOWN = ("global_step", "lr", "train_loss", "val_auroc", "val_bal_acc", "val_pr
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tune_eegpt.train", description=__doc__.split("\n")[0], allow_abbrev=False
+        prog=module_command("tune_eegpt.train"),
+        description=__doc__.split("\n")[0],
+        allow_abbrev=False,
     )
     p.add_argument("--config", type=Path, required=True, help="run config YAML")
     p.add_argument(
@@ -173,7 +176,7 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
 
 def interrupted_line(out: Path, global_step: int) -> str:
     """Where an interrupted run stands and the exact command that continues it."""
-    command = f"python -m tune_eegpt.train --config {shlex.quote(str(out / 'config.yaml'))}"
+    command = module_command("tune_eegpt.train", "--config", str(out / "config.yaml"))
     found = list_checkpoints(out / "checkpoints")
     if not found:
         return (

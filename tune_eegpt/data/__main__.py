@@ -12,9 +12,11 @@ from pathlib import Path
 from tune_eegpt.config import DataConfig, RunConfig
 from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache, damaged_shards
 from tune_eegpt.data.default_cache import default_workers
+from tune_eegpt.data.shards import repair_hint
 from tune_eegpt.data.storage import Location
 from tune_eegpt.data.summary import format_summary
 from tune_eegpt.data.synthetic import SyntheticSpec, write_synthetic_corpus
+from tune_eegpt.shell_command import module_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +80,7 @@ def _info(args: argparse.Namespace) -> int:
             damaged += _verify(cache_dir, manifest)
     if damaged:
         print(
-            f"error: {damaged} damaged shard(s); run `python -m tune_eegpt.data prepare` again "
-            "with the same --data-root and --out: it decodes only those recordings",
+            f"error: {damaged} damaged shard(s); {repair_hint()}",
             file=sys.stderr,
         )
         return 1
@@ -105,7 +106,7 @@ def _verify(cache_dir: Path, manifest: dict) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tune_eegpt.data",
+        prog=module_command("tune_eegpt.data"),
         description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
         allow_abbrev=False,  # "--data" must not be taken for "--data-root"
     )

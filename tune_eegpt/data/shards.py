@@ -17,10 +17,20 @@ import pyarrow.ipc as ipc
 from tune_eegpt.atomic_write import TEMP_MARK as TEMP_MARK  # where the cache builder looks
 from tune_eegpt.atomic_write import atomic_path, atomic_write_bytes
 from tune_eegpt.data.preprocess import RecordingWindows
+from tune_eegpt.shell_command import module_command
 
 SHARD_SUFFIX = ".arrow"
 REJECTION_SUFFIX = ".rejected.json"
 METADATA_KEY = b"tune_eegpt"
+
+
+def repair_hint(out: str | None = None) -> str:
+    """How to repair a cache whose shards are damaged or missing: prepare it again."""
+    where = ("--out", out) if out else ()
+    command = module_command("tune_eegpt.data", "prepare", *where)
+    flags = "--data-root" if out else "--data-root and --out"
+    return f"run `{command}` again with the same {flags}: it decodes only the damaged recordings"
+
 
 META_COLUMNS = {
     "recording": pa.string(),

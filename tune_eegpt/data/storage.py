@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from tune_eegpt.checksum import DamagedFileError, problem, sidecar_name
-from tune_eegpt.data.shards import TEMP_MARK, atomic_write_bytes
+from tune_eegpt.data.shards import TEMP_MARK, atomic_write_bytes, repair_hint
 
 MANIFEST = "manifest.json"
 
@@ -211,9 +211,8 @@ def local_copy(source: str, local_dir: str | Path) -> Path:
             if why is not None:
                 (target / rel).unlink(missing_ok=True)
                 raise DamagedFileError(
-                    f"{source}/{rel}: damaged in storage ({why}); run `python -m "
-                    f"tune_eegpt.data prepare --out {source.rsplit('/', 1)[0]}` with the same "
-                    "--data-root: it decodes only the damaged recordings"
+                    f"{source}/{rel}: damaged in storage ({why}); "
+                    + repair_hint(source.rsplit("/", 1)[0])
                 )
         _download(remote.child(MANIFEST), target / MANIFEST)  # last: marks the copy complete
     return target

@@ -16,8 +16,9 @@ import pyarrow as pa
 
 from tune_eegpt.checksum import DamagedFileError, problem
 from tune_eegpt.data.build import MANIFEST, ensure_split_file
-from tune_eegpt.data.shards import SHARD_SUFFIX, MappedShard
+from tune_eegpt.data.shards import SHARD_SUFFIX, MappedShard, repair_hint
 from tune_eegpt.data.splits import SPLIT_NAMES, read_splits
+from tune_eegpt.shell_command import module_command
 
 if TYPE_CHECKING:
     import torch
@@ -147,7 +148,7 @@ class WindowCache:
                 hint = "; it holds complete caches in its sub-folders: pass one of those"
             raise FileNotFoundError(
                 f"{path} is not a complete window cache (no {MANIFEST}){hint}; build one with "
-                "`python -m tune_eegpt.data prepare`"
+                f"`{module_command('tune_eegpt.data', 'prepare')}`"
             )
         manifest = json.loads(manifest_path.read_text())
         default = manifest["default_split"]
@@ -164,11 +165,7 @@ class WindowCache:
                     continue
                 except (pa.ArrowInvalid, OSError, ValueError) as exc:
                     why = f"not a readable Arrow file: {exc}"
-            raise DamagedFileError(
-                f"{shard}: damaged window shard ({why}); run `python -m tune_eegpt.data "
-                "prepare` again with the same --data-root and --out: it decodes only the "
-                "damaged recordings"
-            )
+            raise DamagedFileError(f"{shard}: damaged window shard ({why}); {repair_hint()}")
         return cls(path, manifest, shards, splits)
 
     @property

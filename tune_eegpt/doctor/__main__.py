@@ -10,11 +10,12 @@ import sys
 from tune_eegpt.doctor.findings import Hints
 from tune_eegpt.doctor.inputs import InputError
 from tune_eegpt.doctor.report import diagnose
+from tune_eegpt.shell_command import module_command
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m tune_eegpt.doctor",
+        prog=module_command("tune_eegpt.doctor"),
         allow_abbrev=False,
         description="Find learning-rate schedule bugs in training logs (TensorBoard, CSV, "
         "text) and checkpoints (torch.save, Lightning .ckpt).",

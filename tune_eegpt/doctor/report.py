@@ -15,6 +15,7 @@ from tune_eegpt.doctor.findings import (
     examine_series,
 )
 from tune_eegpt.doctor.inputs import CheckpointFacts, LrSeries, read_inputs
+from tune_eegpt.shell_command import python_command
 
 
 @dataclass
@@ -162,5 +163,10 @@ def check_trials(experiment: str | Path) -> list[str]:
             sick.append(f"  {folder.parent.name}: {result.verdict()}")
     head = f"schedule: healthy in {len(folders) - len(sick)} of {len(folders)} trials"
     return [
-        head + (" (python -m tune_eegpt.doctor <trial>/trainer for details)" if sick else "")
+        head
+        + (
+            f" ({python_command()} -m tune_eegpt.doctor <trial>/trainer for details)"
+            if sick
+            else ""
+        )
     ] + sick
