@@ -11,6 +11,7 @@ caches in object storage are copied to the node's disk once, nothing more.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tune_eegpt.config import RunConfig
+from tune_eegpt.config import ConfigError, RunConfig
 from tune_eegpt.data.build import TaskRunner
 from tune_eegpt.data.default_cache import ensure_cache
 from tune_eegpt.data.storage import Location, file_lock, is_uri, local_copy
@@ -33,6 +34,7 @@ from tune_eegpt.training.features import (
     feature_cache_path,
     fingerprint_path,
 )
+from tune_eegpt.training.onecycle import check_warmup
 from tune_eegpt.training.trainer import ProbeTrainer
 
 # where a node keeps its copies of caches that live in object storage
@@ -92,11 +94,25 @@ def prepare_data(
     file, so concurrent callers on one machine build it once."""
     with file_lock(_lock_path(cfg)):
         window_dir = prepare_windows(cfg, workers, runner)
+        check_schedule_fits(cfg, window_dir)
         feature_path = None
         if uses_feature_cache(cfg):
             device = "cuda" if torch.cuda.is_available() else "cpu"
             feature_path = prepare_features(cfg, str(window_dir), device=device, progress=progress)
     return PreparedData(str(window_dir), str(feature_path) if feature_path else None)
+
+
+def check_schedule_fits(cfg: RunConfig, window_cache: Path | str) -> None:
+    """``schedule.pct_start`` against the corpus, as soon as its size is known (the window
+    cache) and before the feature pass: a warm-up shorter than one optimizer step is
+    refused here, not after the encoder has run over every window. A cache in object
+    storage is left to the trainer, which checks the same."""
+    if is_uri(str(window_cache)):
+        return
+    cache = open_window_cache(str(window_cache), cfg.data.split_seed, cfg.data.val_fraction)
+    n_train = int((cache.meta["split"] == "train").sum())
+    t = cfg.train
+    check_warmup(cfg.schedule.pct_start, math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs)
 
 
 def prepare_windows(
@@ -209,6 +225,19 @@ def open_features(path: str) -> FeatureBatches:
 
 
 _ENCODERS: dict[tuple, torch.nn.Module] = {}
+
+
+def check_encoder_checkpoint(cfg: RunConfig) -> None:
+    """Reads ``model.checkpoint`` and fits it to the encoder the config names, now: a file
+    that is unreadable, needs ``trusted_checkpoint`` or holds another size is then refused
+    before the corpus is decoded (hours on TUAB), not after. The encoder built is kept
+    for the feature pass of this process (``load_encoder``)."""
+    if cfg.model.checkpoint is None or cfg.model.encoder == "none":
+        return
+    try:
+        load_encoder(cfg, tuple(cfg.data.channels))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"model.checkpoint: {exc}") from exc
 
 
 def load_encoder(cfg: RunConfig, channels: tuple[str, ...]) -> torch.nn.Module:

@@ -169,6 +169,9 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
     cfg = cfg.with_overrides(space.fixed, source=f"space {space.name}: fixed")
     require_real_inputs(cfg, source=f"--config {args.config}" if args.config else "the run config")
     space.check_values(cfg)
+    from tune_eegpt.pipeline import check_encoder_checkpoint
+
+    check_encoder_checkpoint(cfg)  # before the data: a bad file is seconds, not hours
     if args.resume:
         storage = storage_path(args.storage)
         if not args.name:

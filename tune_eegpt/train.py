@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, out, resume = _check_inputs(args)
-    except (ConfigError, CheckpointError, FileNotFoundError) as exc:
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -86,6 +86,9 @@ def _check_inputs(args: argparse.Namespace) -> tuple[RunConfig, Path, Resume | N
     if args.out is not None:
         cfg = cfg.with_overrides({"out_dir": str(args.out)}, source="--out")
     require_real_inputs(cfg, source=str(args.config))
+    from tune_eegpt.pipeline import check_encoder_checkpoint
+
+    check_encoder_checkpoint(cfg)  # before the data: a bad file is seconds, not hours
     out = Path(cfg.log.out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"run folder {out} is a file, not a folder: give --out a folder")

@@ -481,7 +481,7 @@ def build_encoder(model_cfg: ModelConfig, channels: list[str]) -> EEGPTEncoder |
         )
         if (encoder.embed_dim, encoder.depth) != (spec.embed_dim, spec.depth):
             raise ValueError(
-                f"model.checkpoint {model_cfg.checkpoint} holds an encoder of width "
+                f"{model_cfg.checkpoint} holds an encoder of width "
                 f"{encoder.embed_dim} and depth {encoder.depth}, but model.encoder={name!r} "
                 f"is width {spec.embed_dim}, depth {spec.depth}; set model.encoder to the "
                 "checkpoint's size"
