@@ -8,6 +8,7 @@ file, which the cache builder sweeps away once its pid is gone.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -18,6 +19,50 @@ from contextlib import contextmanager
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"  # .<final name>.tmp-<pid>-<random>: the writer's pid, for stale-file cleanup
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(OSError):
+    """A write ran out of space (or quota): one sentence saying what was being written,
+    where, how much it took and what is free, and that nothing half-written was kept."""
+
+
+def disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT error behind ``exc`` (itself, or what it was raised from or
+    during: torch's zip writer turns one into a RuntimeError), if there is one."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_error(
+    path: str | Path, written: int | None = None, what: str | None = None
+) -> DiskFullError:
+    """The one-line error for a write into ``path`` (``what``: a description of the
+    files, when the error does not say which) that found its device full."""
+    path = Path(path)
+    folder = next((p for p in [path.parent, *path.parents] if p.exists()), Path("/"))
+    free = shutil.disk_usage(folder).free
+    took = f"it needed more than the {_size(written)} written when the space ran out, "
+    target = f"{what} in {path}" if what else str(path)
+    return DiskFullError(
+        f"no space left on the device of {folder} writing {target}: "
+        + (took if written else "")
+        + f"{_size(free)} free there; nothing half-written was kept. Free some space (or "
+        "write elsewhere) and run the same command again"
+    )
+
+
+def _size(n: int | None) -> str:
+    n = int(n or 0)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def temp_sibling(final: Path) -> Path:
@@ -38,12 +83,15 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         _fsync_tree(tmp)
         os.replace(tmp, final)
         _fsync(final.parent)
-    except BaseException:
+    except BaseException as exc:
+        written = _tree_size(tmp)
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
-        raise
+        if isinstance(exc, DiskFullError) or disk_full_cause(exc) is None:
+            raise
+        raise disk_full_error(final, written) from exc
 
 
 @contextmanager
@@ -76,6 +124,15 @@ def atomic_write_bytes(final: str | Path, data: bytes) -> Path:
 
 def atomic_write_text(final: str | Path, text: str) -> Path:
     return atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def _tree_size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size if path.exists() else 0
+    except OSError:
+        return 0
 
 
 def _fsync_tree(path: Path) -> None:

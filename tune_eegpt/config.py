@@ -220,8 +220,9 @@ class RunConfig:
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            from tune_eegpt.atomic_write import atomic_write_text
+
+            atomic_write_text(path, text)
         return text
 
     # ---- flat access by hyperparameter name ----------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import SearchSpace, load_space
-from tune_eegpt.atomic_write import atomic_write_text
+from tune_eegpt.atomic_write import DiskFullError, atomic_write_text
 from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
 from tune_eegpt.data.tuab_index import index_tuab
 from tune_eegpt.end_state import end_state
@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
         experiment = f"{storage_path(args.storage).rstrip('/')}/{args.name}"
         print(f"\n{interrupted_line(experiment, argv, args.name)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except DiskFullError as exc:  # preparing the data: one sentence, nothing half-written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, FileNotFoundError, ValueError) as exc:  # found preparing the data
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tune_eegpt.atomic_write import DiskFullError, disk_full_cause, disk_full_error
 from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of, require_real_inputs
 from tune_eegpt.doctor.report import check_run
 from tune_eegpt.shell_command import module_command
@@ -136,9 +137,9 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
     from tune_eegpt.pipeline import build_trainer, prepare_data
     from tune_eegpt.training.trainer import Diverged
 
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.to_yaml(out / "config.yaml")
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
         prepared = prepare_data(cfg, workers=workers)
         trainer = build_trainer(cfg, prepared, log_dir=out)
         if resume is not None:
@@ -146,6 +147,9 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
             trainer.load_state_dict(state, source=str(path))
             print(f"resumed from {path}: epoch {trainer.epoch}, global_step {trainer.global_step}")
             _drop_later_checkpoints(out / "checkpoints", trainer.global_step)
+    except DiskFullError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +174,18 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
             trainer.close()
             print(interrupted_line(out, trainer.global_step), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if disk_full_cause(exc) is None:
+            raise
+        try:
+            trainer.close()
+        except OSError:
+            pass  # its last flush may meet the full disk too; the logs' readers allow that
+        if not isinstance(exc, DiskFullError):  # from the logs: the error names no file
+            exc = disk_full_error(out, what="the run's logs")
+        stopped = interrupted_line(out, trainer.global_step).replace("interrupted", "stopped", 1)
+        print(f"error: {exc}\n{stopped}", file=sys.stderr)
+        return 1
     finally:
         trainer.close()
     print(f"best val_auroc {trainer.best_val_auroc:.4f}; checkpoints and logs in {out}")

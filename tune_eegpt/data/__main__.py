@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from tune_eegpt.atomic_write import DiskFullError
 from tune_eegpt.config import DataConfig, RunConfig
 from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache, damaged_shards
 from tune_eegpt.data.default_cache import default_workers
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
+    except DiskFullError as exc:  # one sentence, not a traceback; nothing half-written kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (EmptyCacheError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,13 +79,18 @@ class StepLog:
                 events.flush()
 
     def close(self) -> None:
-        for events in (self._events, self._eval_events):
-            if events is not None:
-                events.close()
+        """Closes the files; once, even when closing one fails (a full disk refuses the
+        last flush): a second call has nothing left to do."""
+        files = [e for e in (self._events, self._eval_events) if e is not None]
+        csv_file = self._csv_file
         self._events = self._eval_events = None
-        if self._csv_file is not None:
-            self._csv_file.close()
-            self._csv_file = self._csv = None
+        self._csv_file = self._csv = None
+        try:
+            for events in files:
+                events.close()
+        finally:
+            if csv_file is not None:
+                csv_file.close()
 
     def _open(self) -> None:
         if self._csv_file is not None:
@@ -185,5 +190,7 @@ class _EventFile:
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.flush()
-        self._fh.close()
+        try:
+            self._fh.flush()
+        finally:
+            self._fh.close()
