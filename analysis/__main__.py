@@ -12,12 +12,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import ConfigError
 from tune_eegpt.shell_command import module_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         allow_abbrev=False,
         prog=module_command("analysis"),
         description="Analyse a tune_eegpt search: which schedules reach the target AUROC, "

@@ -14,6 +14,7 @@ The loader turns a file into Optuna distributions; it does not import ray.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -88,9 +89,10 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise SearchSpaceError(f"{path}: not valid YAML: {exc}") from exc
-    unknown = sorted(set(raw) - {"params", "fixed", "description"})
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
     if unknown:
-        raise SearchSpaceError(f"{path}: unknown top-level key(s) {unknown}")
+        hint = _did_you_mean(unknown, TOP_LEVEL_KEYS)
+        raise SearchSpaceError(f"{path}: unknown top-level key(s) {unknown}{hint}")
     params_raw = raw.get("params") or {}
     if not params_raw:
         raise SearchSpaceError(f"{path}: 'params' is empty: nothing to search")
@@ -126,14 +128,40 @@ def _check_field(path: Path, name: str) -> None:
         raise SearchSpaceError(f"{path}: parameter '{name}': {exc}") from exc
 
 
+TOP_LEVEL_KEYS = {"params", "fixed", "description"}
+
+
+def _keys_of(kind: str) -> set[str]:
+    if kind == "choice":
+        return {"distribution", "values"}
+    step = {"step"} if kind in ("int", "intloguniform") else set()
+    return {"distribution", "low", "high", *step}
+
+
+def _did_you_mean(unknown: list[str], known: Any) -> str:
+    close = [m for u in unknown for m in difflib.get_close_matches(str(u), sorted(known), n=1)]
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def _distribution(path: Path, name: str, spec: Any) -> BaseDistribution:
     _check_field(path, name)
     where = f"{path}: parameter '{name}'"
     if not isinstance(spec, dict) or "distribution" not in spec:
-        raise SearchSpaceError(f"{where}: expected a mapping with a 'distribution' key")
+        hint = _did_you_mean(list(spec), ["distribution"]) if isinstance(spec, dict) else ""
+        raise SearchSpaceError(f"{where}: expected a mapping with a 'distribution' key{hint}")
     kind = spec["distribution"]
     if kind not in DISTRIBUTIONS:
-        raise SearchSpaceError(f"{where}: unknown distribution '{kind}'; allowed: {DISTRIBUTIONS}")
+        hint = _did_you_mean([kind], DISTRIBUTIONS)
+        raise SearchSpaceError(
+            f"{where}: unknown distribution '{kind}'; allowed: {DISTRIBUTIONS}{hint}"
+        )
+    unknown = sorted(set(spec) - _keys_of(kind), key=str)
+    if unknown:
+        hint = _did_you_mean(unknown, _keys_of(kind))
+        raise SearchSpaceError(
+            f"{where}: unknown key(s) {unknown} for a '{kind}' distribution (allowed: "
+            f"{sorted(_keys_of(kind))}){hint}"
+        )
     if kind == "choice":
         values = spec.get("values")
         if not isinstance(values, list) or not values:

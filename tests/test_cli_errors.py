@@ -40,3 +40,29 @@ def test_schedule_refuses_a_batch_count_below_one(capsys):
     assert capsys.readouterr().err == (
         "error: --batches-per-epoch=-3 is not allowed: expected an integer >= 1\n"
     )
+
+
+@pytest.mark.parametrize(
+    "argv, meant",
+    [
+        (["prepar", "--out", "x"], "did you mean prepare?"),
+        (["info", "x", "--verfy"], "did you mean --verify?"),
+    ],
+)
+def test_a_misspelled_flag_or_command_gets_one_line_with_the_one_meant(argv, meant, capsys):
+    with pytest.raises(SystemExit) as info:
+        data_cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err  # not argparse's whole usage
+    assert meant in err and err.rstrip().endswith("--help)")
+
+
+def test_search_suggests_the_flag_meant(capsys):
+    from tune_eegpt import search
+
+    with pytest.raises(SystemExit):
+        search.main(["--num-sample", "3"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --num-sample 3; did you mean --num-samples?" in err
+    assert err.count("\n") == 1

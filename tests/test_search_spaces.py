@@ -83,3 +83,41 @@ def test_bad_space_files_name_the_parameter(tmp_path, params, fixed, message):
 def test_unknown_space_name_lists_the_available_ones():
     with pytest.raises(SearchSpaceError, match=r"no search space named 'papr'; available: \["):
         load_space("papr")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            {"distribuiton": "uniform", "low": 0.1, "high": 0.5},
+            "expected a mapping with a 'distribution' key; did you mean 'distribution'?",
+        ),
+        (
+            {"distribution": "loguniforn", "low": 1e-4, "high": 1e-2},
+            "unknown distribution 'loguniforn'; allowed: ('loguniform', 'uniform', 'int', "
+            "'intloguniform', 'choice'); did you mean 'loguniform'?",
+        ),
+        (
+            {"distribution": "uniform", "lwo": 0.1, "high": 0.5},
+            "unknown key(s) ['lwo'] for a 'uniform' distribution (allowed: ['distribution', "
+            "'high', 'low']); did you mean 'low'?",
+        ),
+        (
+            {"distribution": "choice", "value": [1, 2]},
+            "unknown key(s) ['value'] for a 'choice' distribution (allowed: ['distribution', "
+            "'values']); did you mean 'values'?",
+        ),
+    ],
+)
+def test_misspelled_space_keys_are_named_with_the_key_meant(tmp_path, spec, message):
+    path = write_space(tmp_path, "typo", {"pct_start": spec})
+    with pytest.raises(SearchSpaceError) as info:
+        load_space(str(path))
+    assert str(info.value) == f"{path}: parameter 'pct_start': {message}"
+
+
+def test_a_misspelled_top_level_key_is_named(tmp_path):
+    path = tmp_path / "top.yaml"
+    path.write_text("parms:\n  max_lr: {distribution: choice, values: [0.001]}\n")
+    with pytest.raises(SearchSpaceError, match=r"\['parms'\]; did you mean 'params'\?"):
+        load_space(str(path))

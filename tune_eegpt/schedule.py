@@ -11,6 +11,7 @@ import csv
 import sys
 from pathlib import Path
 
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import ConfigError, RunConfig
 from tune_eegpt.shell_command import module_command
 from tune_eegpt.training.onecycle import ScheduleDryRun, dry_run, milestones
@@ -27,7 +28,7 @@ _OVERRIDES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         allow_abbrev=False,
         prog=module_command("tune_eegpt.schedule"),
         description="Dry run of the OneCycleLR schedule a probe run would use.",

@@ -26,6 +26,7 @@ from typing import Any
 
 from search_spaces import SearchSpace, load_space
 from tune_eegpt.atomic_write import DiskFullError, atomic_write_text
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
 from tune_eegpt.data.tuab_index import index_tuab
 from tune_eegpt.end_state import end_state
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=module_command("tune_eegpt.search"),
         allow_abbrev=False,
         description="Search the OneCycle schedule of the EEGPT linear probe with Ray Tune "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tune_eegpt.atomic_write import DiskFullError, disk_full_cause, disk_full_error
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import ConfigError, RunConfig, outcome_fields_of, require_real_inputs
 from tune_eegpt.doctor.report import check_run
 from tune_eegpt.shell_command import module_command
@@ -38,7 +39,7 @@ _SHOWN = ("global_step", "lr", "train_loss", "val_auroc", "val_bal_acc", "val_pr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=module_command("tune_eegpt.train"),
         description=__doc__.split("\n")[0],
         allow_abbrev=False,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tune_eegpt.atomic_write import DiskFullError
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import DataConfig, RunConfig
 from tune_eegpt.data.build import MANIFEST, EmptyCacheError, build_window_cache, damaged_shards
 from tune_eegpt.data.default_cache import default_workers
@@ -109,7 +110,7 @@ def _verify(cache_dir: Path, manifest: dict) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=module_command("tune_eegpt.data"),
         description="TUAB-style EDF corpus -> memory-mapped Arrow window cache.",
         allow_abbrev=False,  # "--data" must not be taken for "--data-root"

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.doctor.findings import Hints
 from tune_eegpt.doctor.inputs import InputError
 from tune_eegpt.doctor.report import diagnose
@@ -14,7 +15,7 @@ from tune_eegpt.shell_command import module_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=module_command("tune_eegpt.doctor"),
         allow_abbrev=False,
         description="Find learning-rate schedule bugs in training logs (TensorBoard, CSV, "
