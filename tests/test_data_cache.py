@@ -348,3 +348,22 @@ def test_ensure_synthetic_cache_generates_once(tmp_path) -> None:
     assert (corpus.stat().st_mtime_ns, edf_files(corpus)[0].stat().st_mtime_ns) == stamp
     assert len(list((tmp_path / "synthetic").iterdir())) == 1  # no temp folder left behind
     assert len(WindowCache.open(first).split("train")) > 0
+
+
+def test_prepare_without_out_writes_where_train_and_search_look(corpus_template, tmp_path, capsys):
+    import yaml
+
+    from tune_eegpt.data import __main__ as data_cli
+    from tune_eegpt.data.default_cache import ensure_cache
+
+    config = tmp_path / "run.yaml"
+    raw = {"data": {"cache_dir": str(tmp_path / "cache"), "data_root": str(corpus_template)}}
+    config.write_text(yaml.safe_dump(raw))
+    argv = ["prepare", "--data-root", str(corpus_template), "--config", str(config)]
+    assert data_cli.main([*argv, "--workers", "1"]) == 0
+    printed = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed.parent == tmp_path / "cache" / "windows"
+    stamps = shard_stamps(printed)
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"), data_root=str(corpus_template))
+    assert Path(ensure_cache(cfg, workers=1)) == printed  # the run's own lookup finds it
+    assert shard_stamps(printed) == stamps  # reused, not decoded again

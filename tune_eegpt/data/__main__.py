@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     cfg = RunConfig.from_yaml(args.config).data if args.config else DataConfig()
+    if args.out is None:  # where train and search look for it: <data.cache_dir>/windows
+        args.out = str(Location(cfg.cache_dir).child("windows"))
     if args.address is None:
         result = build_window_cache(
             cfg, args.data_root, args.out, workers=args.workers, verify=True
@@ -130,9 +132,11 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--data-root", required=True, help="TUAB root (or its edf/ folder)")
     prepare.add_argument(
         "--out",
-        required=True,
+        default=None,
         help="folder that holds caches, one per key: a local folder, a shared "
-        "mount, or a URI (s3://..., gs://..., file://...)",
+        "mount, or a URI (s3://..., gs://..., file://...); default: <data.cache_dir>/windows "
+        "of --config (~/.cache/tune-eegpt/windows without one), where train and search "
+        "look for it",
     )
     prepare.add_argument(
         "--workers",
