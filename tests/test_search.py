@@ -174,6 +174,14 @@ def test_diverging_trial_is_recorded_and_search_goes_on(ray_cluster, base, tmp_p
         f"{counts['diverged']}, crashed 0\n"
     ) in out
     assert f"next: {python_command()} -m analysis report {tmp_path / 'div'}\n" in out
+    # resuming it finds nothing to do, and says so instead of restoring it silently
+    assert search.main(search_flags(config, space, tmp_path, "div", *extra, "--resume")) == 0
+    again = capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'div'}: this search has finished (all 3 trials ended), nothing to "
+        f"resume. Its results: {python_command()} -m analysis report {tmp_path / 'div'}"
+    ) in again
+    assert "resuming" not in again
 
 
 @pytest.mark.slow

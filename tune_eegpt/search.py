@@ -183,7 +183,34 @@ def resolve(args: argparse.Namespace) -> tuple[RunConfig, SearchSpace]:
                 f"(no tuner.pkl there); experiments under --storage {args.storage}: "
                 f"{_experiments(storage) or 'none'}"
             )
+        if "://" not in storage:
+            refuse_finished(f"{storage}/{args.name}")
     return cfg, space
+
+
+class ExperimentFinished(Exception):
+    """``--resume`` of an experiment in which every trial has ended: nothing to do."""
+
+
+def refuse_finished(experiment: str) -> None:
+    """Raises ExperimentFinished when every trial the search asked for has ended (none
+    errored, none still to run): Tune would restore it, run nothing and print nothing."""
+    info_path = Path(experiment) / SEARCH_INFO
+    if not info_path.is_file():
+        return
+    wanted = json.loads(info_path.read_text()).get("num_samples")
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        trials = ExperimentAnalysis(experiment).trials
+    except Exception:  # an unreadable state is for Tune's restore to report
+        return
+    if wanted and len(trials) >= wanted and all(t.status == "TERMINATED" for t in trials):
+        raise ExperimentFinished(
+            f"{experiment}: this search has finished (all {len(trials)} trials ended), "
+            f"nothing to resume. Its results: {module_command('analysis', 'report', experiment)}"
+            "; for more trials, start a new search (another --name)"
+        )
 
 
 def base_run_config(args: argparse.Namespace) -> RunConfig:
@@ -295,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, space = resolve(args)
+    except ExperimentFinished as exc:
+        print(exc)
+        return 0
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
