@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,7 +52,9 @@ def trial_rows(experiment):
 
 
 @pytest.mark.slow
-def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, base, tmp_path):
+def test_small_search_asha_stops_trials_and_optuna_learns_pruned(
+    ray_cluster, base, tmp_path, capsys
+):
     folder, config = base
     space = write_space(
         tmp_path,
@@ -89,6 +92,15 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(ray_cluster, ba
     assert (experiment / search.SEARCH_INFO).is_file()
     trial_dir = next(experiment.glob("*/trainer"))
     assert (trial_dir / "steps.csv").is_file()
+    # Tune's last status block and the summary name the same best trial and folder
+    out = capsys.readouterr().out
+    tune_best = re.findall(r"Current best trial: (\S+) with best_val_auroc=(\S+) ", out)[-1]
+    ours = re.search(r"best trial: (\S+)  val_auroc (\S+) ", out)
+    assert tune_best[0] == ours[1] and float(tune_best[1]) == pytest.approx(
+        float(ours[2]), abs=5e-5
+    )
+    assert re.findall(r"Result logdir: (.*)", out)[-1] == str(experiment)
+    assert "driver_artifacts" not in out
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 With no arguments it runs the built-in default end to end: the synthetic TUAB-like
 corpus, the small encoder, the ``paper`` space, 16 trials. With its searcher
-(``optuna_searcher.py``) the only module of the library that imports ray.
+(``optuna_searcher.py``), its status blocks (``search_progress.py``) and the data
+preparation on Ray (``prepare_on_ray.py``) the modules of the library that import ray.
 
 Seams: :func:`resolve` turns arguments into (run config, space), checking every mistake
 before any work; :func:`run_search` takes the trainable and Tune callbacks as parameters,
@@ -559,6 +560,7 @@ def build_tuner(
     from ray.tune.search import ConcurrencyLimiter
 
     from tune_eegpt.optuna_searcher import PrunedAwareOptunaSearch
+    from tune_eegpt.search_progress import ExperimentReporter
 
     n_startup = min(10, max(3, args.num_samples // 3))
     start = space.start_point(cfg)
@@ -578,11 +580,11 @@ def build_tuner(
         reduction_factor=args.reduction_factor,
     )
     params = list(space.params)
-    reporter = tune.CLIReporter(
+    reporter = ExperimentReporter(
         parameter_columns=params,
         metric_columns=["epoch", "val_auroc", "best_val_auroc", "diverged"],
         max_report_frequency=15,
-        sort_by_metric=True,  # metric and mode come from TuneConfig
+        sort_by_metric=True,
     )
     tuner = tune.Tuner(
         trainable,
