@@ -1,9 +1,12 @@
-"""``python -m analysis {report,confirm,evaluate} EXPERIMENT_DIR``: a search -> a decision.
+"""``python -m analysis {report,confirm,evaluate,notebook} EXPERIMENT_DIR``: a search -> a
+decision.
 
 report    table of the configurations reaching the threshold, Parquet frames, plots,
           the best configuration as a run config YAML with its schedule dry run
 confirm   the top-k configurations rerun with several seeds (Ray Tune, no ASHA)
 evaluate  the confirmed winner scored once on the test split, with bootstrap intervals
+notebook  analysis/trials.ipynb run headless on the experiment; the executed copy is
+          written into the output folder
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--again", action="store_true", help="score the test split again (it was scored before)"
     )
+    command("notebook", "run analysis/trials.ipynb on the experiment, keep the executed copy")
     return p
 
 
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return run_report(args.experiment, out, args.threshold)
         experiment = load_experiment(args.experiment)
+        if args.command == "notebook":
+            return notebook_command(args.experiment, out, args.threshold)
         if args.command == "confirm":
             from analysis.confirm import run_confirmation
 
@@ -143,6 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def notebook_command(experiment: str, out: Path, threshold: float | None) -> int:
+    from analysis.notebook import NotebookFailed, run_notebook
+
+    print(f"running analysis/trials.ipynb on {experiment} ...", flush=True)
+    try:
+        executed = run_notebook(experiment, out, threshold)
+    except NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"executed notebook: {executed}")
+    return 0
 
 
 if __name__ == "__main__":

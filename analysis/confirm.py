@@ -178,6 +178,7 @@ def _tune_grid(
     import ray
     from ray import tune
 
+    from analysis.confirm_progress import GridProgress
     from analysis.confirm_trainable import ConfirmationTrainable
     from tune_eegpt.pipeline import prepare_data
 
@@ -222,6 +223,7 @@ def _tune_grid(
                     checkpoint_score_order="max",
                 ),
                 failure_config=tune.FailureConfig(max_failures=2),
+                callbacks=[GridProgress(len(configs) * len(seeds), cfg.train.epochs)],
                 verbose=0,
             ),
         )

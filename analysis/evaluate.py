@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from analysis.confirm import SUMMARY_CSV
 from analysis.export import configuration_of, run_config_for
@@ -34,6 +35,7 @@ def bootstrap_intervals(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Point estimates and percentile bootstrap intervals of AUROC, balanced accuracy and
     PR-AUC, at window level and recording level (mean probability over a recording's
@@ -59,7 +61,7 @@ def bootstrap_intervals(
         lv: {m: [] for m in METRICS} for lv in ("window", "recording")
     }
     rng = np.random.default_rng(seed)
-    for _ in range(resamples):
+    for _ in tqdm(range(resamples), desc="bootstrap", unit="resample", disable=not progress):
         pick = rng.integers(0, len(rec_ids), size=len(rec_ids))
         rows = np.concatenate([windows_of[i] for i in pick])
         for lv, values in (
@@ -130,9 +132,11 @@ def evaluate_winner(
     resamples: int = 1000,
     seed: int = 0,
     again: bool = False,
+    progress: bool = True,
 ) -> tuple[pd.DataFrame, list[str]]:
     """Trains the winner for its whole schedule (or restores the search's best checkpoint
-    of it), scores it on the test split once, writes and returns the intervals."""
+    of it), scores it on the test split once, writes and returns the intervals. With
+    ``progress``, bars on stderr for the training epochs and the bootstrap."""
     from tune_eegpt.pipeline import build_trainer, open_window_cache, prepare_data, split_sources
 
     out = Path(out_dir)
@@ -143,10 +147,10 @@ def evaluate_winner(
         )
     config, chosen = winner_configuration(experiment, out, allow_unconfirmed)
     cfg = run_config_for(experiment, config)
-    prepared = prepare_data(cfg, progress=False)
+    prepared = prepare_data(cfg, progress=progress)
     trainer = build_trainer(cfg, prepared, log_dir=out / "evaluate_run")
     try:
-        how = _train_or_restore(experiment, trainer, cfg, config, restore_checkpoint)
+        how = _train_or_restore(experiment, trainer, cfg, config, restore_checkpoint, progress)
         cache = open_window_cache(prepared.window_cache, cfg.data.split_seed, cfg.data.val_fraction)
         test = split_sources(prepared, cache, "test")
         if len(test) == 0:
@@ -155,7 +159,9 @@ def evaluate_winner(
         recordings = getattr(test, "recording_ids", None)
         if recordings is None:
             raise ValueError("the test split carries no recording ids: no recording level")
-        frame = bootstrap_intervals(y, prob, np.asarray(recordings), resamples, seed)
+        frame = bootstrap_intervals(
+            y, prob, np.asarray(recordings), resamples, seed, progress=progress
+        )
     finally:
         trainer.close()
     frame.insert(0, "chosen", chosen)
@@ -186,7 +192,12 @@ def evaluate_winner(
 
 
 def _train_or_restore(
-    experiment: Experiment, trainer: Any, cfg: RunConfig, config: dict[str, Any], restore: bool
+    experiment: Experiment,
+    trainer: Any,
+    cfg: RunConfig,
+    config: dict[str, Any],
+    restore: bool,
+    progress: bool,
 ) -> str:
     if restore:
         trials = experiment.trials
@@ -204,6 +215,11 @@ def _train_or_restore(
             raise ValueError(f"restore reads local checkpoints only; copy {path} here first")
         trainer.load_checkpoint(path.removeprefix("file://"))
         return f"restored {path}"
-    while not trainer.finished:
-        trainer.train_epoch()
+    with tqdm(
+        total=cfg.train.epochs, desc="training the winner", unit="epoch", disable=not progress
+    ) as bar:
+        while not trainer.finished:
+            metrics = trainer.train_epoch()
+            bar.update(1)
+            bar.set_postfix(val_auroc=f"{metrics.get('val_auroc', float('nan')):.4f}")
     return f"trained {cfg.train.epochs} epochs (seed {cfg.train.seed})"

@@ -16,6 +16,7 @@ from analysis.export import configuration_of, run_config_for
 from analysis.load import load_experiment
 from analysis.selection import rank_configurations, select_configurations, selection_lines
 from tune_eegpt.config import RunConfig
+from tune_eegpt.shell_command import python_command
 
 ray = pytest.importorskip("ray")
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +129,7 @@ def test_interrupted_experiment_loads(experiment, experiment_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path):
+def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path, capsys):
     ranked = rank_configurations(experiment.trials, experiment.params)
     threshold = float(ranked["best_val_auroc"].iloc[0]) - 1e-9  # the best one qualifies
     runs, summary, lines = run_confirmation(experiment, tmp_path, threshold, top_k=1, seeds=2)
@@ -145,11 +146,17 @@ def test_confirm_reruns_the_top_configuration_over_seeds(experiment, tmp_path):
     assert bool(r["confirmed"]) == (r["val_auroc_mean"] >= threshold)
     assert (tmp_path / "confirmation.csv").is_file()
     assert any("over 2 seeds" in line for line in lines)
+    bar = capsys.readouterr().err.split("\r")[-1]  # the progress bar's last state
+    assert "confirm: 100%" in bar and f"{2 * EPOCHS}/{2 * EPOCHS}" in bar
+    assert "runs ended 2/2" in bar
 
 
 @pytest.mark.slow
-def test_evaluate_scores_the_test_split_once_with_intervals(experiment, tmp_path):
+def test_evaluate_scores_the_test_split_once_with_intervals(experiment, tmp_path, capsys):
     frame, lines = evaluate_winner(experiment, tmp_path, allow_unconfirmed=True, resamples=300)
+    shown = capsys.readouterr().err
+    assert "training the winner: 100%" in shown and f"{EPOCHS}/{EPOCHS}" in shown
+    assert "bootstrap: 100%" in shown and "300/300" in shown
     assert set(frame["level"]) == {"window", "recording"}
     assert set(frame["metric"]) == {"auroc", "bal_acc", "pr_auc"}
     finite = frame.dropna(subset=["estimate", "ci_low", "ci_high"])
@@ -215,3 +222,30 @@ def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
     ]
     assert len(images) >= 4  # three plots and the schedule, inline
     assert (tmp_path / "nb" / "best_config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_notebook_command_writes_the_executed_copy_beside_the_analysis(
+    experiment_dir, tmp_path, capsys
+):
+    nbformat = pytest.importorskip("nbformat")
+    from analysis.__main__ import main
+
+    source = (REPO / "analysis" / "trials.ipynb").read_bytes()
+
+    def files() -> list[str]:
+        return sorted(p.name for p in (REPO / "analysis").iterdir() if p.name != "__pycache__")
+
+    before = files()
+    out = tmp_path / "nb"
+    code = main(["notebook", str(experiment_dir), "--out", str(out), "--threshold", "0.5"])
+    assert code == 0
+    assert capsys.readouterr().out.endswith(f"executed notebook: {out / 'trials.ipynb'}\n")
+    nb = nbformat.read(out / "trials.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert f"{NUM_TRIALS} trials, searched" in printed and "threshold 0.5\n" in printed
+    assert f"{python_command()} -m tune_eegpt.train --config {out / 'best_config.yaml'}" in printed
+    assert (out / "best_config.yaml").is_file()
+    # the source tree is as it was: the notebook without outputs, no executed copy beside it
+    assert (REPO / "analysis" / "trials.ipynb").read_bytes() == source
+    assert files() == before
