@@ -92,7 +92,8 @@ def test_training_into_a_full_disk_stops_with_the_resume_command(small_disk, tmp
     assert not leftovers(mount)
     stopped = full.stderr.strip().splitlines()[-1]
     match = re.fullmatch(
-        r"stopped at global_step \d+; last checkpoint \S+; resume with: (.+)", stopped
+        r"stopped at global_step \d+ \([^)]*\); last checkpoint \S+ \([^)]*\); resume with: (.+)",
+        stopped,
     )
     assert match, stopped
     resize(64 * 1024 * 1024)

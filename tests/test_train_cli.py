@@ -35,7 +35,11 @@ def test_train_cli_runs_checkpoints_and_resumes(tiny_base, tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "resumed from" in printed and "epoch 3, global_step" in printed
+    resumed_at = load_checkpoint_file(checkpoints[-2])["global_step"]
+    assert (
+        f"epoch 3, global_step {resumed_at} ({resumed_at} optimizer steps taken, logged as "
+        f"steps 0..{resumed_at - 1}; the next is step {resumed_at})\n"
+    ) in printed
     assert "epoch 4/4" in printed and "epoch 1/4" not in printed
     assert "schedule: healthy" in printed  # also after the resume into the same folder
 
@@ -99,17 +103,24 @@ def test_ctrl_c_stops_promptly_and_prints_the_exact_resume_command(tiny_base, tm
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
         match = re.fullmatch(
-            r"interrupted at global_step (\d+); last checkpoint (\S+); resume with: (.+)", lines[0]
+            r"interrupted at global_step (\d+) \((\d+) optimizer steps taken, logged as steps "
+            r"0\.\.(\d+)\); last checkpoint (\S+) \(global_step (\d+): the run goes on from "
+            r"step \5\); resume with: (.+)",
+            lines[0],
         )
         assert match, lines[0]
+        # one count: global_step N is N steps, the rows 0..N-1 of steps.csv, the last one N-1
+        taken = int(match.group(1))
+        assert int(match.group(2)) == taken and int(match.group(3)) == taken - 1
+        assert int(read_steps_csv(out / "steps.csv")[-1]["global_step"]) == taken - 1
         last = list_checkpoints(out / "checkpoints")[-1]
-        assert match.group(2) == str(last)
-        assert int(match.group(1)) >= load_checkpoint_file(last)["global_step"]
+        assert match.group(4) == str(last)
+        assert int(match.group(5)) == load_checkpoint_file(last)["global_step"] <= taken
         expected = ["-m", "tune_eegpt.train", "--config", str(out / "config.yaml")]
-        printed = shlex.split(match.group(3))
+        printed = shlex.split(match.group(6))
         assert printed[1:] == [*expected, "--resume", str(last)]
         assert Path(printed[0]).absolute() == Path(sys.executable)  # not the shell's python
-        command = ["bash", "-c", f"exec {match.group(3)}"]  # as pasted into a shell
+        command = ["bash", "-c", f"exec {match.group(6)}"]  # as pasted into a shell
         resumed_step = load_checkpoint_file(last)["global_step"]
         assert ("resumed from" in before + stdout) == (attempt > 0)
     # the logs of five interrupted pieces: every step once, in order, CSV and TensorBoard alike

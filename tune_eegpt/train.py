@@ -30,6 +30,7 @@ from tune_eegpt.shell_command import module_command
 from tune_eegpt.training.checkpoint import (
     CheckpointError,
     checkpoint_name,
+    checkpoint_step,
     list_checkpoints,
     load_checkpoint_file,
 )
@@ -146,7 +147,11 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
         if resume is not None:
             path, state = resume
             trainer.load_state_dict(state, source=str(path))
-            print(f"resumed from {path}: epoch {trainer.epoch}, global_step {trainer.global_step}")
+            print(
+                f"resumed from {path}: epoch {trainer.epoch}, global_step "
+                f"{trainer.global_step} ({steps_taken(trainer.global_step)}; "
+                f"the next is step {trainer.global_step})"
+            )
             _drop_later_checkpoints(out / "checkpoints", trainer.global_step)
     except DiskFullError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -195,18 +200,27 @@ def _run(cfg: RunConfig, out: Path, resume: Resume | None, workers: int) -> int:
 
 
 def interrupted_line(out: Path, global_step: int) -> str:
-    """Where an interrupted run stands and the exact command that continues it."""
+    """Where an interrupted run stands and the exact command that continues it, in the
+    README's counting: global_step N = N optimizer steps taken, logged as steps 0..N-1."""
     command = module_command("tune_eegpt.train", "--config", str(out / "config.yaml"))
     found = list_checkpoints(out / "checkpoints")
+    where = f"interrupted at global_step {global_step} ({steps_taken(global_step)})"
     if not found:
-        return (
-            f"interrupted at global_step {global_step}, before the first checkpoint; "
-            f"start again with: {command}"
-        )
+        return f"{where}, before the first checkpoint; start again with: {command}"
+    resumes_at = checkpoint_step(found[-1])
     return (
-        f"interrupted at global_step {global_step}; last checkpoint {found[-1]}; "
-        f"resume with: {command} --resume {shlex.quote(str(found[-1]))}"
+        f"{where}; last checkpoint {found[-1]} (global_step {resumes_at}: the run goes on "
+        f"from step {resumes_at}); resume with: {command} --resume {shlex.quote(str(found[-1]))}"
     )
+
+
+def steps_taken(global_step: int) -> str:
+    """How many optimizer steps a global_step is, and which rows of steps.csv hold them."""
+    if global_step == 0:
+        return "no optimizer step taken"
+    if global_step == 1:
+        return "1 optimizer step taken, logged as step 0"
+    return f"{global_step} optimizer steps taken, logged as steps 0..{global_step - 1}"
 
 
 def _drop_later_checkpoints(folder: Path, global_step: int) -> None:

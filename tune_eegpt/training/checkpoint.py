@@ -25,6 +25,11 @@ def checkpoint_name(global_step: int) -> str:
     return f"step-{global_step:09d}.pt"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The global_step a checkpoint named by :func:`checkpoint_name` was saved at."""
+    return int(Path(path).stem.removeprefix("step-"))
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
     a reader sees the old file or the complete new one, never a half-written one. A Ctrl-C
