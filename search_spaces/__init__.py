@@ -68,6 +68,34 @@ class SearchSpace:
                     f"rejects: {exc}"
                 ) from exc
 
+    def check_schedules(self, cfg: RunConfig, n_train: int) -> None:
+        """Every trial's OneCycle warm-up against a corpus of ``n_train`` train windows: it
+        must last past the first optimizer step. The warm-up grows with pct_start and
+        epochs and shrinks with batch_size and accum_steps, so the corners stand for the
+        whole box. Raises SearchSpaceError naming the values and the corpus's size."""
+        from tune_eegpt.training.onecycle import check_warmup, schedule_length
+
+        names = list(self.params)
+        shortest = None  # (warm-up in optimizer steps, the corner, its run config)
+        for corner in itertools.product(*(_extremes(self.params[n]) for n in names)):
+            values = dict(zip(names, corner, strict=True))
+            run = cfg.with_overrides(values, source=f"space {self.name}")
+            t = run.train
+            _, total = schedule_length(math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs)
+            if shortest is None or run.schedule.pct_start * total < shortest[0]:
+                shortest = (run.schedule.pct_start * total, values, run)
+        _, values, run = shortest
+        t = run.train
+        try:
+            batches = math.ceil(n_train / t.batch_size)
+            check_warmup(run.schedule.pct_start, batches, t.accum_steps, t.epochs)
+        except ConfigError as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            raise SearchSpaceError(
+                f"space {self.name}: a trial could get {shown}, too short a warm-up for "
+                f"the {n_train} train windows of this corpus: {exc}"
+            ) from exc
+
 
 def available_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))

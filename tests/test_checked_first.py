@@ -112,3 +112,49 @@ def test_a_warmup_shorter_than_a_step_is_refused_before_the_feature_pass(corpus,
     )
     assert (tmp_path / "cache" / "windows").is_dir()  # the corpus had to be decoded to know
     assert not (tmp_path / "cache" / "features").exists()  # but the encoder never ran
+
+
+@pytest.mark.slow  # starts Ray
+def test_a_search_space_with_too_short_a_warmup_is_refused_before_the_feature_pass(
+    corpus, tmp_path, capsys
+):
+    """The base config's schedule fits (19 train windows, batch 16: 2 batches, 2 epochs,
+    warm-up 0.3 x 4 steps), and so does each searched value alone; accum_steps 8 with
+    pct_start 0.3 does not (0.3 x 2 steps). The search stops once the windows give the train
+    size, before the encoder or a trial, and names the shortest warm-up the space allows."""
+    import ray
+
+    raw = {
+        "data": {"cache_dir": str(tmp_path / "cache"), "data_root": str(corpus)},
+        "model": {"encoder": "small"},
+        "schedule": {"pct_start": 0.3},
+        "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
+        "log": {"tensorboard": False},
+    }
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    space = tmp_path / "short.yaml"
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "params": {
+                    "pct_start": {"distribution": "uniform", "low": 0.3, "high": 0.5},
+                    "accum_steps": {"distribution": "choice", "values": [1, 8]},
+                }
+            }
+        )
+    )
+    argv = ["--config", str(config), "--space", str(space), "--storage", str(tmp_path / "runs")]
+    try:
+        assert search.main(argv) == 2
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "error: space short: a trial could get accum_steps=8, pct_start=0.3, too short a "
+        "warm-up for the 19 train windows of this corpus: schedule.pct_start=0.3 with "
+        "total_steps=2 (2 batches/epoch, accum_steps=8, epochs=2) ends the warm-up at step 0.6"
+    ), err
+    assert (tmp_path / "cache" / "windows").is_dir()
+    assert not (tmp_path / "cache" / "features").exists()  # the encoder never ran
+    assert not (tmp_path / "runs").exists()  # nor did a trial

@@ -107,12 +107,20 @@ def check_schedule_fits(cfg: RunConfig, window_cache: Path | str) -> None:
     cache) and before the feature pass: a warm-up shorter than one optimizer step is
     refused here, not after the encoder has run over every window. A cache in object
     storage is left to the trainer, which checks the same."""
-    if is_uri(str(window_cache)):
+    n_train = train_window_count(cfg, window_cache)
+    if n_train is None:
         return
-    cache = open_window_cache(str(window_cache), cfg.data.split_seed, cfg.data.val_fraction)
-    n_train = int((cache.meta["split"] == "train").sum())
     t = cfg.train
     check_warmup(cfg.schedule.pct_start, math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs)
+
+
+def train_window_count(cfg: RunConfig, window_cache: Path | str) -> int | None:
+    """The train split's size in a local window cache (None for a cache in object storage:
+    reading its index there is left to the trainer)."""
+    if is_uri(str(window_cache)):
+        return None
+    cache = open_window_cache(str(window_cache), cfg.data.split_seed, cfg.data.val_fraction)
+    return int((cache.meta["split"] == "train").sum())
 
 
 def prepare_windows(

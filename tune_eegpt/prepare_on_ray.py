@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -127,9 +128,12 @@ def prepare_on_ray(
     address: str | None = None,
     progress: bool = True,
     local_copies: str = DEFAULT_LOCAL_COPIES,
+    check_windows: Callable[[str], None] | None = None,
 ) -> PreparedData:
     """Both stages on the Ray cluster at ``address`` (local Ray when None and Ray is not
-    already running). Reuses whatever is complete; returns where the caches are."""
+    already running). Reuses whatever is complete; returns where the caches are.
+    ``check_windows`` gets the window cache before the feature pass (what needs the
+    corpus's size is refused there, before the encoder runs)."""
     connect(address)
     if not is_uri(cfg.data.cache_dir) and _cluster_has_several_nodes():
         # trials on every node will open these caches: they must be where all nodes see them
@@ -138,6 +142,8 @@ def prepare_on_ray(
         _check_shared(str(folder))
     with file_lock(_lock_path(cfg, local_copies)):
         window_cache = str(prepare_windows(cfg, runner=ray_runner()))
+        if check_windows is not None:
+            check_windows(window_cache)
         feature_cache = None
         if uses_feature_cache(cfg):
             feature_cache = encode_on_ray(cfg, window_cache, progress, local_copies)["path"]

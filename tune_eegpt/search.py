@@ -378,7 +378,9 @@ def run_search(
     phases.lap("Ray start")
     # decoding as Ray tasks over every node, the encoder on a GPU node (prepare_on_ray.py)
     print(f"preparing data (cache: {cfg.data.cache_dir})", flush=True)
-    prepared = prepare_on_ray(cfg)
+    prepared = prepare_on_ray(
+        cfg, check_windows=lambda windows: check_trials_fit(cfg, space, windows)
+    )
     phases.lap("data")
     registry = None
     if getattr(trainable, "uses_worker", False):
@@ -428,6 +430,17 @@ def run_search(
         print(interrupted_line(experiment, argv, name), flush=True)
         return EXIT_INTERRUPTED
     return 0 if any(o.ended != "crashed" for o in outcomes) else 1
+
+
+def check_trials_fit(cfg: RunConfig, space: SearchSpace, window_cache: str) -> None:
+    """Each trial's schedule against the corpus, once its size is known and before the
+    feature pass: a pct_start too short for some corner of the space is refused here, not
+    in the trials that draw it."""
+    from tune_eegpt.pipeline import train_window_count
+
+    n_train = train_window_count(cfg, window_cache)
+    if n_train is not None:
+        space.check_schedules(cfg, n_train)
 
 
 def worker_concurrency(nodes: list[dict[str, Any]], pack: int) -> int:
