@@ -47,17 +47,18 @@ def disk_full_error(
     path = Path(path)
     folder = next((p for p in [path.parent, *path.parents] if p.exists()), Path("/"))
     free = shutil.disk_usage(folder).free
-    took = f"it needed more than the {_size(written)} written when the space ran out, "
+    took = f"it needed more than the {readable_size(written)} written when the space ran out, "
     target = f"{what} in {path}" if what else str(path)
     return DiskFullError(
         f"no space left on the device of {folder} writing {target}: "
         + (took if written else "")
-        + f"{_size(free)} free there; nothing half-written was kept. Free some space (or "
+        + f"{readable_size(free)} free there; nothing half-written was kept. Free some space (or "
         "write elsewhere) and run the same command again"
     )
 
 
-def _size(n: int | None) -> str:
+def readable_size(n: int | None) -> str:
+    """A byte count as people read it (200.7 kB)."""
     n = int(n or 0)
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:

@@ -13,20 +13,23 @@ so tests and benchmarks run the real search with their own.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from search_spaces import SearchSpace, load_space
-from tune_eegpt.atomic_write import DiskFullError, atomic_write_text
+from tune_eegpt.atomic_write import DiskFullError, atomic_write_text, disk_full_cause, readable_size
 from tune_eegpt.cli_parser import ArgumentParser
 from tune_eegpt.config import ConfigError, RunConfig, require_real_inputs
 from tune_eegpt.data.tuab_index import index_tuab
@@ -403,22 +406,31 @@ def run_search(
         if args.resume:
             print(f"resuming {experiment}", flush=True)
             tuner = tune.Tuner.restore(
-                experiment, trainable=trainable, resume_unfinished=True, resume_errored=True
+                experiment,
+                trainable=trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                storage_filesystem=storage_filesystem(storage),
             )
         else:
             tuner, study = build_tuner(
                 args, cfg, space, trainable, storage, name, max_concurrent, callbacks
             )
             write_search_info(experiment, args, cfg, space)
+        resume = resume_command(list(sys.argv[1:] if argv is None else argv), name)
         try:
-            tuner.fit()
+            with full_storage_said(experiment, resume):
+                tuner.fit()
         finally:
             passes = stop_workers(registry)
     phases.lap("trials")
-    if not args.resume:
-        write_study(study, experiment)
-
-    outcomes = trial_outcomes(tune.ExperimentAnalysis(experiment).trials, list(space.params))
+    with full_storage_said(experiment, resume):
+        if not args.resume:
+            write_study(study, experiment)
+        trials = tune.ExperimentAnalysis(experiment).trials
+        outcomes = trial_outcomes(trials, list(space.params))
+        if any(o.ended == "crashed" for o in outcomes) and storage_full(experiment):
+            raise OSError(errno.ENOSPC, "trials crashed with the storage full")
     interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
     print(engine_line(experiment, passes))
     for line in search_summary_lines(
@@ -441,6 +453,50 @@ def check_trials_fit(cfg: RunConfig, space: SearchSpace, window_cache: str) -> N
     n_train = train_window_count(cfg, window_cache)
     if n_train is not None:
         space.check_schedules(cfg, n_train)
+
+
+def storage_filesystem(storage: str):
+    """How Tune writes the experiment: on a local disk, each file whole or not at all (a
+    full disk leaves the last state that was saved, which --resume reads); None (Tune's
+    choice, pyarrow's filesystem for the URI) for object storage, where an object appears
+    whole anyway."""
+    if "://" in storage:
+        return None
+    from tune_eegpt.atomic_storage import atomic_local_filesystem
+
+    return atomic_local_filesystem()
+
+
+@contextmanager
+def full_storage_said(experiment: str, resume: str) -> Iterator[None]:
+    """Turns an error that a full storage caused (ENOSPC in its chain, or a local storage
+    with less room left than one trial checkpoint takes) into the search's one line."""
+    try:
+        yield
+    except Exception as exc:
+        if disk_full_cause(exc) is None and not storage_full(experiment):
+            raise
+        raise storage_full_error(experiment, resume) from exc
+
+
+def storage_full_error(experiment: str, resume: str) -> DiskFullError:
+    """The one-line error for a search whose storage ran out of space."""
+    where = experiment if "://" in experiment else Path(experiment)
+    free = "" if "://" in experiment else f" ({readable_size(shutil.disk_usage(where).free)} free)"
+    return DiskFullError(
+        f"no space left on the device of the search's storage{free}: Tune could not save "
+        f"the trials' checkpoints and results in {experiment}, so the trials that tried "
+        "stopped. The experiment is kept as Tune last saved it. Free some space and resume "
+        f"with: {resume}"
+    )
+
+
+def storage_full(experiment: str) -> bool:
+    """Less room left beside a local experiment than its largest checkpoint file takes."""
+    if "://" in experiment or not Path(experiment).is_dir():
+        return False
+    sizes = [p.stat().st_size for p in Path(experiment).glob("*/checkpoint_*/*") if p.is_file()]
+    return shutil.disk_usage(experiment).free < max(sizes, default=1 << 20)
 
 
 def worker_concurrency(nodes: list[dict[str, Any]], pack: int) -> int:
@@ -613,6 +669,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
+            storage_filesystem=storage_filesystem(storage),
             checkpoint_config=tune.CheckpointConfig(
                 checkpoint_frequency=1,
                 checkpoint_at_end=True,
