@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from analysis.export import configuration_of, export_config, run_config_for, train_windows
+from analysis.importances import importance_line, plot_importances, search_study
 from analysis.load import Experiment, load_experiment, load_steps, save_frames
 from analysis.plots import (
     plot_learning_curves,
@@ -63,6 +64,11 @@ def write_report(
     paths["rung_survival"] = plot_rung_survival(
         trials, plots / "rung_survival.png", experiment.epochs, rungs
     )
+    study = search_study(experiment)
+    lines.append(importance_line(study))
+    drawn = plot_importances(study, plots / "param_importances.png") if study else None
+    if drawn is not None:
+        paths["param_importances"] = drawn
 
     n_train = train_windows(experiment)
     if len(ranked) and info.get("base_config") and n_train:

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from analysis_fixtures import EPOCHS, NUM_TRIALS, interrupt_copy, run_small_search
@@ -95,6 +96,23 @@ def test_report_writes_frames_plots_and_a_config_that_trains(experiment_dir, tmp
         assert (out / "plots" / f"{name}.png").stat().st_size > 5000
     assert (out / "best_config_schedule.png").is_file()
     assert "total steps" in (out / "best_config_schedule.txt").read_text()
+    # Optuna's own importances over the study's complete trials, read from its journal
+    study = optuna.load_study(
+        study_name=experiment_dir.name,
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(experiment_dir / "optuna.journal"))
+        ),
+    )
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) >= 3, [t.state.name for t in study.trials]
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    found = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    assert set(found) == {"max_lr", "pct_start", "accum_steps"}
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in found.items())
+    assert (
+        f"parameter importances (Optuna fANOVA over {len(complete)} complete trials): {shown}\n"
+    ) in printed
+    assert (out / "plots" / "param_importances.png").stat().st_size > 5000
 
     exported = RunConfig.from_yaml(out / "best_config.yaml")
     experiment = load_experiment(experiment_dir)

@@ -17,13 +17,16 @@ from tune_eegpt import search
 from tune_eegpt.shell_command import python_command
 
 ray = pytest.importorskip("ray")
-
+import optuna  # noqa: E402
+from ray import tune  # noqa: E402
 from trainable_fixtures import (  # noqa: E402
     crash_once,
     kill_worker_once,
     lose_checkpoint_once,
     shipped_by_value,
 )
+
+from tune_eegpt.optuna_journal import JOURNAL  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,30 @@ def base(tiny_base):
 
 
 run = run_search_cli
+
+
+class JournalReader(tune.Callback):
+    """At each trial's end, another Python process opens the search's Optuna journal with
+    optuna.load_study, as optuna-dashboard would, and says what it holds."""
+
+    def __init__(self, experiment: Path, name: str, at: int = 3) -> None:
+        self.experiment, self.name, self.seen, self.at, self.ended = experiment, name, [], at, 0
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended += 1
+        if self.ended != self.at:
+            return  # once, mid-search, is the point: the end is checked by the test
+        code = (
+            "import json, optuna\n"
+            "from optuna.storages import JournalStorage\n"
+            "from optuna.storages.journal import JournalFileBackend\n"
+            f"s = JournalStorage(JournalFileBackend({str(self.experiment / JOURNAL)!r}))\n"
+            f"t = optuna.load_study(study_name={self.name!r}, storage=s).trials\n"
+            "print(json.dumps({'trials': len(t), 'ended': sum(x.state.is_finished() for x in t)}))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        self.seen.append(json.loads(done.stdout))
 
 
 def trial_rows(experiment):
@@ -64,6 +91,7 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(
             "pct_start": {"distribution": "uniform", "low": 0.3, "high": 0.5},
         },
     )
+    reader = JournalReader(tmp_path / "small", "small")
     code = run(
         search_flags(
             config,
@@ -72,7 +100,8 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(
             "small",
             *("--num-samples", "8", "--max-concurrent", "1"),
             *("--grace-period", "1", "--reduction-factor", "2"),
-        )
+        ),
+        callbacks=[reader],
     )
     assert code == 0
     experiment = tmp_path / "small"
@@ -92,6 +121,24 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(
     assert (experiment / search.SEARCH_INFO).is_file()
     trial_dir = next(experiment.glob("*/trainer"))
     assert (trial_dir / "steps.csv").is_file()
+    # the journal, read by another process while the search ran and after it ended
+    (seen,) = reader.seen  # one trial at a time: the third has ended, a fourth may be asked
+    assert seen["ended"] == 3 and seen["trials"] in (3, 4), seen
+    journal = optuna.load_study(
+        study_name="small",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(experiment / "optuna.journal"))
+        ),
+    )
+    by_params = {(t.params["max_lr"], t.params["pct_start"]): t for t in journal.trials}
+    assert len(journal.trials) == len(by_params) == 8
+    assert {t.state.name for t in journal.trials} == {"COMPLETE", "PRUNED"}
+    for result_rows in rows.values():
+        config_of = result_rows[-1]["config"]
+        ot = by_params[(config_of["max_lr"], config_of["pct_start"])]
+        assert ot.state.name == ("COMPLETE" if result_rows[-1]["schedule_done"] else "PRUNED")
+        assert ot.intermediate_values == {int(r["epoch"]): r["val_auroc"] for r in result_rows}
+    assert list(study["state"]) == [t.state.name for t in journal.trials]  # the CSV is it
     # Tune's last status block and the summary name the same best trial and folder
     out = capsys.readouterr().out
     tune_best = re.findall(r"Current best trial: (\S+) with best_val_auroc=(\S+) ", out)[-1]
@@ -234,6 +281,20 @@ def test_killed_driver_resumes_without_losing_or_repeating_trials(ray_cluster, b
     # A trial started after the driver's last state snapshot is unknown to Tune: its
     # folder stays behind, outside the experiment, and its configuration runs again.
     assert len(set(after) - in_state) <= 1
+    # one Optuna study across both drivers: each of Tune's trials once, complete, and a
+    # trial the killed driver had asked for but Tune never kept told FAIL
+    study = optuna.load_study(
+        study_name="k",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(experiment / JOURNAL))
+        ),
+    )
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(t.params["max_lr"] for t in complete) == sorted(
+        t.config["max_lr"] for t in trials
+    )
+    assert all(t.state.name in ("COMPLETE", "FAIL") for t in study.trials)
+    assert len(study.trials) - len(complete) <= 1
 
 
 def search_command(config, space, storage, name, address, *extra):

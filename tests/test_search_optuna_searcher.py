@@ -97,3 +97,30 @@ def test_missing_ray_internals_are_named_with_the_ray_version():
     del s._completed_trials
     with pytest.raises(RuntimeError, match=r"ray 2\.\d+.*: OptunaSearch has no _completed_trials"):
         check_ray_internals(s)
+
+
+def test_the_study_is_journalled_and_a_lost_trial_is_told_fail(tmp_path):
+    """The searcher writes its study into the experiment's journal as it goes (read back by
+    a fresh storage, as another process would); a trial asked for and never reported (the
+    driver was killed before Tune kept it) is told FAIL once the search has ended."""
+    from tune_eegpt.optuna_journal import close_lost_trials, journal_storage, load_journal_study
+
+    s = PrunedAwareOptunaSearch(
+        space=SPACE,
+        metric="val_auroc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        storage=journal_storage(str(tmp_path / "exp")),
+        study_name="exp",
+    )
+    s.suggest("a")
+    s.on_trial_result("a", report(1, 0.7))
+    s.on_trial_complete("a", report(2, 0.8, schedule_done=1))
+    s.suggest("ghost")  # asked for; the driver dies before the trial runs
+    study = load_journal_study(str(tmp_path / "exp"), "exp")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING]
+    assert study.trials[0].intermediate_values == {1: 0.7, 2: 0.8}
+    assert close_lost_trials(study) == 1
+    again = load_journal_study(str(tmp_path / "exp"), "exp")
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert load_journal_study("s3://bucket/exp", "exp") is None  # object storage: in memory

@@ -425,13 +425,14 @@ def run_search(
             passes = stop_workers(registry)
     phases.lap("trials")
     with full_storage_said(experiment, resume):
-        if not args.resume:
-            write_study(study, experiment)
         trials = tune.ExperimentAnalysis(experiment).trials
         outcomes = trial_outcomes(trials, list(space.params))
         if any(o.ended == "crashed" for o in outcomes) and storage_full(experiment):
             raise OSError(errno.ENOSPC, "trials crashed with the storage full")
-    interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
+        interrupted = interrupt.seen or any(o.ended == "running" for o in outcomes)
+        study = end_study(experiment, name, None if args.resume else study, not interrupted)
+        if study is not None:
+            write_study(study, experiment)
     print(engine_line(experiment, passes))
     for line in search_summary_lines(
         outcomes, args.threshold, phases.total(), experiment, list(space.params), interrupted
@@ -628,17 +629,21 @@ def build_tuner(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
+    from tune_eegpt.optuna_journal import journal_storage
     from tune_eegpt.optuna_searcher import PrunedAwareOptunaSearch
     from tune_eegpt.search_progress import ExperimentReporter
 
     n_startup = min(10, max(3, args.num_samples // 3))
     start = space.start_point(cfg)
+    journal = journal_storage(f"{storage.rstrip('/')}/{name}")
     searcher = PrunedAwareOptunaSearch(
         space=space.params,
         metric=METRIC,
         mode=MODE,
         sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=n_startup),
         points_to_evaluate=[start] if start else None,
+        storage=journal,
+        study_name=name if journal is not None else None,
     )
     study = searcher.study
     searcher = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
@@ -687,6 +692,21 @@ def build_tuner(
         ),
     )
     return tuner, study
+
+
+def end_study(experiment: str, name: str, in_memory: Any, ended: bool) -> Any:
+    """The search's Optuna study after ``tuner.fit``: the journal's, else ``in_memory``.
+    When every trial has ``ended``, trials a killed driver had asked for and Tune never
+    kept are told FAIL."""
+    from tune_eegpt.optuna_journal import close_lost_trials, load_journal_study
+
+    study = load_journal_study(experiment, name)
+    if study is None:
+        return in_memory
+    lost = close_lost_trials(study) if ended else 0
+    if lost:
+        print(f"optuna: {lost} trial(s) asked for by the killed driver, never run: told FAIL")
+    return study
 
 
 def write_study(study, experiment: str) -> None:

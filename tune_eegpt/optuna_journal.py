@@ -1,0 +1,44 @@
+"""The Optuna study of a search, on disk: Optuna's JournalStorage with its file backend in
+the experiment folder, written by the searcher as the search runs and readable at any time
+by ``optuna.load_study``, optuna-dashboard and analysis (safe for concurrent readers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+JOURNAL = "optuna.journal"  # the study of a search, as Optuna's JournalStorage writes it
+
+
+def journal_storage(experiment: str) -> JournalStorage | None:
+    """The study's storage for a search in a local (or mounted) ``experiment`` folder:
+    Optuna's journal file there, readable by optuna-dashboard and ``optuna.load_study``
+    while the search runs. None for object storage (s3://...): the study then lives in
+    the driver's memory, as Ray's default."""
+    if "://" in experiment:
+        return None
+    path = Path(experiment) / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_journal_study(experiment: str, name: str) -> optuna.Study | None:
+    storage = journal_storage(experiment)
+    if storage is None or not (Path(experiment) / JOURNAL).is_file():
+        return None
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def close_lost_trials(study: optuna.Study) -> int:
+    """Trials still RUNNING once the search has ended were asked for by a driver that was
+    killed before Tune recorded them (Tune runs their configurations again as new trials):
+    they are told FAIL, so that the study's COMPLETE and PRUNED trials are Tune's, each
+    once. Returns how many there were."""
+    lost = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for trial in lost:
+        study.tell(trial.number, state=TrialState.FAIL)
+    return len(lost)
