@@ -46,6 +46,21 @@ def base(tiny_base):
 run = run_search_cli
 
 
+def tune_hparams(trial_dir: Path) -> dict:
+    """The hyperparameters of a trial's HParams session, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(trial_dir))
+    events.Reload()
+    for content in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            values = data.session_start_info.hparams
+            return {k: getattr(v, v.WhichOneof("kind")) for k, v in values.items()}
+    raise AssertionError(f"no HParams session in {trial_dir}")
+
+
 class JournalReader(tune.Callback):
     """At each trial's end, another Python process opens the search's Optuna journal with
     optuna.load_study, as optuna-dashboard would, and says what it holds."""
@@ -139,6 +154,11 @@ def test_small_search_asha_stops_trials_and_optuna_learns_pruned(
         assert ot.state.name == ("COMPLETE" if result_rows[-1]["schedule_done"] else "PRUNED")
         assert ot.intermediate_values == {int(r["epoch"]): r["val_auroc"] for r in result_rows}
     assert list(study["state"]) == [t.state.name for t in journal.trials]  # the CSV is it
+    # TensorBoard's HParams view, read with TensorBoard's own reader: the searched values
+    # and the fixed ones (the base config's 4 epochs and batch 16, which no one searched)
+    hparams = tune_hparams(next(iter(experiment.glob("*/events.out.tfevents.*"))).parent)
+    assert {"max_lr", "pct_start", "batch_size", "epochs", "seed"} <= set(hparams)
+    assert hparams["epochs"] == 4 and hparams["batch_size"] == 16
     # Tune's last status block and the summary name the same best trial and folder
     out = capsys.readouterr().out
     tune_best = re.findall(r"Current best trial: (\S+) with best_val_auroc=(\S+) ", out)[-1]

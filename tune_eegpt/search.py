@@ -631,7 +631,7 @@ def build_tuner(
 
     from tune_eegpt.optuna_journal import journal_storage
     from tune_eegpt.optuna_searcher import PrunedAwareOptunaSearch
-    from tune_eegpt.search_progress import ExperimentReporter
+    from tune_eegpt.search_progress import ExperimentReporter, HParamsWithFixed, fixed_hparams
 
     n_startup = min(10, max(3, args.num_samples // 3))
     start = space.start_point(cfg)
@@ -683,7 +683,7 @@ def build_tuner(
                 checkpoint_score_order=MODE,
             ),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            callbacks=list(callbacks) or None,
+            callbacks=[HParamsWithFixed(fixed_hparams(cfg, space.params)), *callbacks],
             # the trainer's per-step logs (steps.csv, TensorBoard) live in each trial's
             # working directory; copy them to the trial's folder in the storage
             sync_config=tune.SyncConfig(sync_artifacts=True),

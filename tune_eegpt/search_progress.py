@@ -1,5 +1,6 @@
-"""Tune's status blocks in the project's terms: the best trial ranked as the summary ranks
-it, and the experiment folder where Tune names its driver's staging folder."""
+"""Tune's output in the project's terms: status blocks whose best trial is ranked as the
+summary ranks it and whose folder is the experiment's, and TensorBoard HParams that hold the
+fixed hyperparameters beside the searched ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 from contextlib import redirect_stdout
 
 from ray import tune
+from ray.tune.logger import TBXLoggerCallback
 
 RANKED_BY = "best_val_auroc"  # each trial's best epoch, as the closing summary ranks
 
@@ -36,3 +38,44 @@ def with_experiment_folders(text: str, trials: list) -> str:
         if staged and stored and staged != stored:
             text = text.replace(f"Result logdir: {staged}", f"Result logdir: {stored}")
     return text
+
+
+# Besides the searched parameters, TensorBoard's HParams view shows these (where the
+# space does not search them) with the values every trial ran with.
+SHOWN_FIXED = (
+    "max_lr",
+    "pct_start",
+    "accum_steps",
+    "batch_size",
+    "epochs",
+    "weight_decay",
+    "dropout",
+    "div_factor",
+    "final_div_factor",
+    "anneal_strategy",
+    "seed",
+)
+
+
+def fixed_hparams(cfg, searched) -> dict:
+    """The run config's values of SHOWN_FIXED that ``searched`` does not search."""
+    return {name: cfg.get(name) for name in SHOWN_FIXED if name not in searched}
+
+
+class HParamsWithFixed(TBXLoggerCallback):
+    """Tune's TensorBoard logger, whose HParams (written when a trial ends) hold the fixed
+    hyperparameters beside the searched ones: Tune's own lists only what the searcher
+    chose. It replaces Tune's default one (Tune adds none when a callback of its kind is
+    given)."""
+
+    def __init__(self, fixed: dict) -> None:
+        super().__init__()
+        self.fixed = dict(fixed)
+
+    def log_trial_end(self, trial, failed: bool = False) -> None:
+        searched = trial.evaluated_params
+        trial.evaluated_params = {**self.fixed, **(searched or {})}
+        try:
+            super().log_trial_end(trial, failed)
+        finally:
+            trial.evaluated_params = searched
