@@ -19,7 +19,7 @@ def search_study(experiment: Experiment) -> optuna.Study | None:
     before the journal)."""
     if "://" in str(experiment.path):
         return None
-    return load_journal_study(str(experiment.path), Path(experiment.path).name)
+    return load_journal_study(str(experiment.path))
 
 
 def parameter_importances(study: optuna.Study) -> dict[str, float] | None:

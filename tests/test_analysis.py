@@ -238,7 +238,7 @@ def test_notebook_runs_top_to_bottom(experiment_dir, tmp_path, monkeypatch):
         for o in c.get("outputs", [])
         if "image/png" in o.get("data", {})
     ]
-    assert len(images) >= 4  # three plots and the schedule, inline
+    assert len(images) >= 5  # three plots, the importances and the schedule, inline
     assert (tmp_path / "nb" / "best_config.yaml").is_file()
 
 
@@ -262,6 +262,7 @@ def test_notebook_command_writes_the_executed_copy_beside_the_analysis(
     nb = nbformat.read(out / "trials.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert f"{NUM_TRIALS} trials, searched" in printed and "threshold 0.5\n" in printed
+    assert "parameter importances (Optuna fANOVA over " in printed
     assert f"{python_command()} -m tune_eegpt.train --config {out / 'best_config.yaml'}" in printed
     assert (out / "best_config.yaml").is_file()
     # the source tree is as it was: the notebook without outputs, no executed copy beside it

@@ -26,7 +26,9 @@ def journal_storage(experiment: str) -> JournalStorage | None:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-def load_journal_study(experiment: str, name: str) -> optuna.Study | None:
+def load_journal_study(experiment: str, name: str | None = None) -> optuna.Study | None:
+    """The study ``name`` (None: the journal's only one, whatever the folder is called now)
+    from ``experiment``'s journal; None where there is no journal."""
     storage = journal_storage(experiment)
     if storage is None or not (Path(experiment) / JOURNAL).is_file():
         return None
