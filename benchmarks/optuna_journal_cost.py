@@ -52,7 +52,7 @@ def run(trials: int, epochs: int, folder: Path | None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--trials", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--json", type=Path)

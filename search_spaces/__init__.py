@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,20 +53,23 @@ class SearchSpace:
         point = {name: cfg.get(name) for name in self.params}
         return point if all(_inside(self.params[k], v) for k, v in point.items()) else {}
 
+    def corners(self) -> Iterator[dict[str, Any]]:
+        """Every combination of each choice and both ends of each range."""
+        names = list(self.params)
+        for corner in itertools.product(*(_extremes(self.params[n]) for n in names)):
+            yield dict(zip(names, corner, strict=True))
+
     def check_values(self, cfg: RunConfig) -> None:
         """Every value the space can produce must pass ``cfg``'s rules: each choice and
         both ends of each range, in every combination (the rules are intervals, so the
         corners stand for the whole box). Raises SearchSpaceError naming the values."""
-        names = list(self.params)
-        for corner in itertools.product(*(_extremes(self.params[n]) for n in names)):
-            values = dict(zip(names, corner, strict=True))
+        for values in self.corners():
             try:
                 cfg.with_overrides(values, source=f"space {self.name}")
             except ConfigError as exc:
-                shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
                 raise SearchSpaceError(
-                    f"space {self.name}: a trial could get {shown}, which the run config "
-                    f"rejects: {exc}"
+                    f"space {self.name}: a trial could get {_shown(values)}, which the run "
+                    f"config rejects: {exc}"
                 ) from exc
 
     def check_schedules(self, cfg: RunConfig, n_train: int) -> None:
@@ -75,26 +79,28 @@ class SearchSpace:
         whole box. Raises SearchSpaceError naming the values and the corpus's size."""
         from tune_eegpt.training.onecycle import check_warmup, schedule_length
 
-        names = list(self.params)
-        shortest = None  # (warm-up in optimizer steps, the corner, its run config)
-        for corner in itertools.product(*(_extremes(self.params[n]) for n in names)):
-            values = dict(zip(names, corner, strict=True))
+        def warmup(values: dict[str, Any]) -> float:
             run = cfg.with_overrides(values, source=f"space {self.name}")
             t = run.train
             _, total = schedule_length(math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs)
-            if shortest is None or run.schedule.pct_start * total < shortest[0]:
-                shortest = (run.schedule.pct_start * total, values, run)
-        _, values, run = shortest
+            return run.schedule.pct_start * total
+
+        values = min(self.corners(), key=warmup)  # the shortest warm-up the space allows
+        run = cfg.with_overrides(values, source=f"space {self.name}")
         t = run.train
         try:
-            batches = math.ceil(n_train / t.batch_size)
-            check_warmup(run.schedule.pct_start, batches, t.accum_steps, t.epochs)
+            check_warmup(
+                run.schedule.pct_start, math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs
+            )
         except ConfigError as exc:
-            shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
             raise SearchSpaceError(
-                f"space {self.name}: a trial could get {shown}, too short a warm-up for "
-                f"the {n_train} train windows of this corpus: {exc}"
+                f"space {self.name}: a trial could get {_shown(values)}, too short a warm-up "
+                f"for the {n_train} train windows of this corpus: {exc}"
             ) from exc
+
+
+def _shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
 
 
 def available_spaces() -> list[str]:

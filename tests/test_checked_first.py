@@ -83,6 +83,8 @@ def test_train_refuses_a_bad_checkpoint_before_decoding(case, corpus, tmp_path, 
 def test_search_refuses_a_bad_checkpoint_before_decoding_or_ray(case, corpus, tmp_path, capsys):
     import ray
 
+    ray.shutdown()  # whatever an earlier test left running: this one must start none
+
     write, encoder, says = CASES[case]
     checkpoint = write(tmp_path)
     config = run_config(tmp_path, corpus, checkpoint, encoder)
