@@ -124,3 +124,52 @@ def test_the_study_is_journalled_and_a_lost_trial_is_told_fail(tmp_path):
     again = load_journal_study(str(tmp_path / "exp"), "exp")
     assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     assert load_journal_study("s3://bucket/exp", "exp") is None  # object storage: in memory
+
+
+def test_a_journal_record_cut_short_by_a_full_disk_is_dropped_on_resume(tmp_path):
+    """Optuna appends records as lines; one cut short would swallow the next append and
+    leave the study unreadable. repair_journal drops it; the study then goes on."""
+    from tune_eegpt.optuna_journal import JOURNAL, journal_storage, repair_journal
+
+    experiment = str(tmp_path / "exp")
+    study = optuna.create_study(study_name="exp", storage=journal_storage(experiment))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    path = tmp_path / "exp" / JOURNAL
+    whole = path.read_bytes()
+    assert repair_journal(experiment) == 0  # a whole journal is left as it is
+    path.write_bytes(whole + b'{"op_code":4,"worker_id":"x","study_id":0,"da')  # cut short
+    assert repair_journal(experiment) == len(b'{"op_code":4,"worker_id":"x","study_id":0,"da')
+    assert path.read_bytes() == whole
+    again = optuna.load_study(study_name="exp", storage=journal_storage(experiment))
+    again.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE] * 3
+
+
+def test_a_trial_the_journal_finished_after_the_snapshot_is_recorded_again_whole(tmp_path):
+    """Tune resumes from its last snapshot; the journal may already hold a later end of a
+    trial (told FAIL as the disk filled up). Optuna cannot reopen it: the resumed trial's
+    epochs and end go into a new trial with the same parameters, and nothing raises."""
+    from tune_eegpt.optuna_journal import journal_storage, load_journal_study
+
+    experiment = str(tmp_path / "exp")
+    first = PrunedAwareOptunaSearch(
+        space=SPACE,
+        metric="val_auroc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        storage=journal_storage(experiment),
+        study_name="exp",
+    )
+    first.suggest("a")
+    first.on_trial_result("a", report(1, 0.7))
+    first.save(str(tmp_path / "snapshot.pkl"))  # Tune's state of the searcher
+    first.on_trial_complete("a", None, error=True)  # after the snapshot: FAIL in the journal
+    resumed = PrunedAwareOptunaSearch(space=SPACE, metric="val_auroc", mode="max")
+    resumed.restore(str(tmp_path / "snapshot.pkl"))  # the resumed driver
+    resumed.on_trial_result("a", report(1, 0.7))  # replayed from its checkpoint
+    resumed.on_trial_result("a", report(2, 0.8))
+    resumed.on_trial_complete("a", report(2, 0.8, schedule_done=1))
+    trials = load_journal_study(experiment).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params and trials[1].value == 0.8
+    assert trials[1].intermediate_values == {1: 0.7, 2: 0.8}

@@ -4,6 +4,7 @@ by ``optuna.load_study``, optuna-dashboard and analysis (safe for concurrent rea
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import optuna
@@ -44,3 +45,21 @@ def close_lost_trials(study: optuna.Study) -> int:
     for trial in lost:
         study.tell(trial.number, state=TrialState.FAIL)
     return len(lost)
+
+
+def repair_journal(experiment: str) -> int:
+    """Drops a last record cut short (a write that met a full disk): Optuna reads only
+    whole lines, so no reader has seen it, but the next record would be appended onto it
+    and make both unreadable. Returns the bytes dropped (0: the journal is whole)."""
+    path = Path(experiment) / JOURNAL
+    if "://" in experiment or not path.is_file():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
+    with path.open("r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return len(data) - keep

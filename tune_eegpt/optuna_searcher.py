@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import optuna
 import ray
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -62,9 +63,19 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         epoch = int(round(result["epoch"]))
-        frozen = self._ot_study.get_trials(deepcopy=False)[ot_trial.number]
-        if epoch not in frozen.intermediate_values:  # an epoch replayed after a restart
+        frozen = self._frozen(trial_id)
+        if frozen.state.is_finished():
+            # told already by an earlier driver, after the state Tune resumed from was
+            # saved (a journal runs ahead of Tune's snapshot): Optuna trials stay finished,
+            # so the rest of this one is kept aside and recorded as a new trial at its end
+            reopened = self.__dict__.setdefault("_reopened", {})
+            reopened.setdefault(trial_id, dict(frozen.intermediate_values))
+            reopened[trial_id].setdefault(epoch, result[self.metric])
+        elif epoch not in frozen.intermediate_values:  # an epoch replayed after a restart
             ot_trial.report(result[self.metric], epoch)
+
+    def _frozen(self, trial_id: str):
+        return self._ot_study.get_trials(deepcopy=False)[self._ot_trials[trial_id].number]
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -81,7 +92,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if state == TrialState.COMPLETE and value is None:
             state = TrialState.FAIL
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+            frozen = self._frozen(trial_id)
+            if frozen.state.is_finished():  # see on_trial_result: a new trial, whole
+                values = self.__dict__.get("_reopened", {}).pop(trial_id, {})
+                self._ot_study.add_trial(
+                    optuna.trial.create_trial(
+                        params=frozen.params,
+                        distributions=frozen.distributions,
+                        value=value,
+                        state=state,
+                        intermediate_values=values or dict(frozen.intermediate_values),
+                    )
+                )
+            else:
+                self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
         except Exception as exc:  # e.g. a NaN value: keep the search going, say so
             logger.warning("Optuna refused the result of %s: %s", trial_id, exc)
         self._completed_trials.add(trial_id)

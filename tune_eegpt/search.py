@@ -405,6 +405,10 @@ def run_search(
     with interrupt:
         if args.resume:
             print(f"resuming {experiment}", flush=True)
+            from tune_eegpt.optuna_journal import JOURNAL, repair_journal
+
+            if dropped := repair_journal(experiment):
+                print(f"{JOURNAL}: dropped its last record, cut short ({dropped} bytes)")
             tuner = tune.Tuner.restore(
                 experiment,
                 trainable=trainable,
