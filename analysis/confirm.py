@@ -180,6 +180,7 @@ def _tune_grid(
 
     from analysis.confirm_progress import GridProgress
     from analysis.confirm_trainable import ConfirmationTrainable
+    from tune_eegpt.atomic_storage import atomic_local_filesystem
     from tune_eegpt.pipeline import prepare_data
 
     cfg = base_config(experiment)
@@ -216,6 +217,7 @@ def _tune_grid(
             run_config=tune.RunConfig(
                 name=f"confirm-{datetime.now():%Y%m%d-%H%M%S}",
                 storage_path=str(out.resolve() / "confirm_runs"),
+                storage_filesystem=atomic_local_filesystem(),  # whole files on a full disk
                 checkpoint_config=tune.CheckpointConfig(
                     checkpoint_at_end=True,
                     num_to_keep=1,
