@@ -79,19 +79,18 @@ class SearchSpace:
         whole box. Raises SearchSpaceError naming the values and the corpus's size."""
         from tune_eegpt.training.onecycle import check_warmup, schedule_length
 
+        def schedule_of(values: dict[str, Any]) -> tuple[float, int, int, int]:
+            t = cfg.with_overrides(values, source=f"space {self.name}")
+            batches = math.ceil(n_train / t.train.batch_size)
+            return t.schedule.pct_start, batches, t.train.accum_steps, t.train.epochs
+
         def warmup(values: dict[str, Any]) -> float:
-            run = cfg.with_overrides(values, source=f"space {self.name}")
-            t = run.train
-            _, total = schedule_length(math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs)
-            return run.schedule.pct_start * total
+            pct_start, batches, accum, epochs = schedule_of(values)
+            return pct_start * schedule_length(batches, accum, epochs)[1]
 
         values = min(self.corners(), key=warmup)  # the shortest warm-up the space allows
-        run = cfg.with_overrides(values, source=f"space {self.name}")
-        t = run.train
         try:
-            check_warmup(
-                run.schedule.pct_start, math.ceil(n_train / t.batch_size), t.accum_steps, t.epochs
-            )
+            check_warmup(*schedule_of(values))
         except ConfigError as exc:
             raise SearchSpaceError(
                 f"space {self.name}: a trial could get {_shown(values)}, too short a warm-up "

@@ -97,16 +97,22 @@ def test_search_refuses_a_bad_checkpoint_before_decoding_or_ray(case, corpus, tm
     assert not (tmp_path / "cache").exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_warmup_shorter_than_a_step_is_refused_before_the_feature_pass(corpus, tmp_path, capsys):
+def short_run_config(tmp_path: Path, corpus: Path, pct_start: float) -> Path:
+    """Two epochs of batch 16 on the small corpus: a few optimizer steps in all."""
     raw = {
         "data": {"cache_dir": str(tmp_path / "cache"), "data_root": str(corpus)},
         "model": {"encoder": "small"},
-        "schedule": {"pct_start": 0.05},
+        "schedule": {"pct_start": pct_start},
         "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
         "log": {"tensorboard": False},
     }
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(raw))
+    return config
+
+
+def test_a_warmup_shorter_than_a_step_is_refused_before_the_feature_pass(corpus, tmp_path, capsys):
+    config = short_run_config(tmp_path, corpus, pct_start=0.05)
     assert train.main(["--config", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.split("\n")[-2]  # the line after the decoding's progress
     assert err.startswith("error: schedule.pct_start=0.05 with total_steps=") and (
@@ -126,15 +132,7 @@ def test_a_search_space_with_too_short_a_warmup_is_refused_before_the_feature_pa
     size, before the encoder or a trial, and names the shortest warm-up the space allows."""
     import ray
 
-    raw = {
-        "data": {"cache_dir": str(tmp_path / "cache"), "data_root": str(corpus)},
-        "model": {"encoder": "small"},
-        "schedule": {"pct_start": 0.3},
-        "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
-        "log": {"tensorboard": False},
-    }
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(raw))
+    config = short_run_config(tmp_path, corpus, pct_start=0.3)
     space = tmp_path / "short.yaml"
     space.write_text(
         yaml.safe_dump(

@@ -30,10 +30,9 @@ def journal_storage(experiment: str) -> JournalStorage | None:
 def load_journal_study(experiment: str, name: str | None = None) -> optuna.Study | None:
     """The study ``name`` (None: the journal's only one, whatever the folder is called now)
     from ``experiment``'s journal; None where there is no journal."""
-    storage = journal_storage(experiment)
-    if storage is None or not (Path(experiment) / JOURNAL).is_file():
+    if "://" in experiment or not (Path(experiment) / JOURNAL).is_file():
         return None
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=journal_storage(experiment))
 
 
 def close_lost_trials(study: optuna.Study) -> int:

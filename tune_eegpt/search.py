@@ -486,8 +486,11 @@ def full_storage_said(experiment: str, resume: str) -> Iterator[None]:
 
 def storage_full_error(experiment: str, resume: str) -> DiskFullError:
     """The one-line error for a search whose storage ran out of space."""
-    where = experiment if "://" in experiment else Path(experiment)
-    free = "" if "://" in experiment else f" ({readable_size(shutil.disk_usage(where).free)} free)"
+    free = (
+        ""
+        if "://" in experiment
+        else f" ({readable_size(shutil.disk_usage(experiment).free)} free)"
+    )
     return DiskFullError(
         f"no space left on the device of the search's storage{free}: Tune could not save "
         f"the trials' checkpoints and results in {experiment}, so the trials that tried "
